@@ -1,0 +1,42 @@
+"""objstore: one storage interface over posix folders and S3-compatible servers."""
+
+from .config import from_config
+from .errors import (
+    AlreadyExistsError,
+    ConfigError,
+    InvalidArgumentError,
+    InvalidKeyError,
+    KeyConflictError,
+    NotExistError,
+    ObjstoreError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+    RemoteError,
+    SizeMismatchError,
+    StorageIOError,
+)
+from .info import CommonPrefix, ObjectInfo
+from .posix import PosixStorage
+from .s3 import S3Storage
+from .storage import Storage
+
+__all__ = [
+    "AlreadyExistsError",
+    "CommonPrefix",
+    "ConfigError",
+    "InvalidArgumentError",
+    "InvalidKeyError",
+    "KeyConflictError",
+    "NotExistError",
+    "ObjectInfo",
+    "ObjstoreError",
+    "PermissionDeniedError",
+    "PosixStorage",
+    "PreconditionFailedError",
+    "RemoteError",
+    "S3Storage",
+    "SizeMismatchError",
+    "Storage",
+    "StorageIOError",
+    "from_config",
+]

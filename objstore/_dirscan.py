@@ -1,0 +1,51 @@
+"""Sorted, memory-bounded listing of one directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+#: At most this many names of one directory are held at once; larger directories are
+#: read in several passes, each resuming after the last name yielded.
+MAX_NAMES_PER_PASS = 100_000
+
+SortKey = Callable[[os.DirEntry[str]], "str | None"]
+
+
+def sorted_entries(
+    dir_fd: int,
+    sort_key: SortKey,
+    wanted: Callable[[str], bool],
+    limit: int | None = None,
+) -> Iterator[str]:
+    """Yield the sort keys of a directory's wanted entries in increasing order.
+
+    ``sort_key`` maps an entry to its sort key, or None to leave it out. Memory is bounded
+    by ``limit`` names whatever the directory's size.
+    """
+    limit = limit or MAX_NAMES_PER_PASS
+    after: str | None = None
+    while True:
+        batch: list[str] = []
+        cutoff: str | None = None
+        with os.scandir(dir_fd) as entries:
+            for entry in entries:
+                key = sort_key(entry)
+                if key is None or (after is not None and key <= after):
+                    continue
+                if cutoff is not None and key >= cutoff:
+                    continue
+                if not wanted(key):
+                    continue
+                batch.append(key)
+                if len(batch) >= 2 * limit:
+                    batch.sort()
+                    del batch[limit:]
+                    cutoff = batch[-1]
+        batch.sort()
+        full = len(batch) >= limit
+        del batch[limit:]
+        yield from batch
+        if not full:
+            return
+        after = batch[-1]

@@ -1,0 +1,461 @@
+"""What the posix and posixflat backends share: a tree of files under a root folder.
+
+Layout: ``<root>/data`` holds the objects, ``<root>/tmp`` the files being written (never
+listed), ``<root>/locks`` the byte-range locks that make conditional writes atomic across
+threads and processes. Every path is resolved one component at a time from an open
+directory with ``O_NOFOLLOW``, so neither a key nor a symlink placed inside the root can
+reach outside it.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import errno
+import fcntl
+import os
+import secrets
+import stat
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import BinaryIO
+
+from ._dirscan import sorted_entries
+from .errors import (
+    AlreadyExistsError,
+    KeyConflictError,
+    NotExistError,
+    ObjstoreError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+    StorageIOError,
+)
+from .info import CommonPrefix, ObjectInfo
+from .storage import Chunks, Storage
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_LOCK_STRIPES = 4096
+_COMMIT_ATTEMPTS = 100
+DEFAULT_TMP_GRACE = 3600.0
+
+
+class ListCursor:
+    """Where a listing stands: keys up to ``start_after`` and under ``skip_prefix`` are passed."""
+
+    __slots__ = ("skip_prefix", "start_after")
+
+    def __init__(self, start_after: str) -> None:
+        self.start_after = start_after
+        self.skip_prefix: str | None = None
+
+    def passes_key(self, key: str) -> bool:
+        return key <= self.start_after or (self.skip_prefix is not None and key.startswith(self.skip_prefix))
+
+    def passes_range(self, range_prefix: str) -> bool:
+        """Whether every key starting with ``range_prefix`` is passed."""
+        if self.skip_prefix is not None and range_prefix.startswith(self.skip_prefix):
+            return True
+        return range_prefix < self.start_after and not self.start_after.startswith(range_prefix)
+
+
+def fold_levels(
+    prefix: str, infos: Iterator[ObjectInfo], cursor: ListCursor
+) -> Iterator[ObjectInfo | CommonPrefix]:
+    """Fold a sorted stream of objects into one level below ``prefix``.
+
+    A level is yielded once, if it sorts after ``cursor.start_after`` (so a listing resumes
+    after the last entry it yielded). The stream must consult ``cursor`` before each key,
+    so that a folded level is skipped instead of read.
+    """
+    for info in infos:
+        slash = info.key.find("/", len(prefix))
+        if slash < 0:
+            yield info
+        else:
+            level = info.key[: slash + 1]
+            cursor.skip_prefix = level
+            if level > cursor.start_after:
+                yield CommonPrefix(level)
+
+
+def _os_error(key: str, exc: OSError) -> ObjstoreError:
+    if isinstance(exc, PermissionError):
+        return PermissionDeniedError(f"permission denied for {key!r}: {exc}")
+    return StorageIOError(exc.errno, f"{exc.strerror or exc} (for {key!r})")
+
+
+def _write_all(key: str, fd: int, chunk: bytes | memoryview) -> None:
+    view = memoryview(chunk)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        raise _os_error(key, exc) from exc
+
+
+def _fsync(key: str, fd: int) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise _os_error(key, exc) from exc
+
+
+def is_utf8(name: str) -> bool:
+    """Whether a file name read from disk is valid UTF-8 (and so can be a key's)."""
+    if name.isascii():
+        return True
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _remove_empty_tree(parent: int, name: str) -> bool:
+    """Remove the folder ``name`` if it holds nothing but empty folders; whether it did."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except OSError:
+        return False
+    try:
+        with os.scandir(fd) as entries:
+            children = list(entries)
+        if not all(
+            child.is_dir(follow_symlinks=False) and _remove_empty_tree(fd, child.name) for child in children
+        ):
+            return False
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=parent)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
+def _etag(st: os.stat_result) -> str:
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+def _info(key: str, st: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(
+        key=key,
+        size=st.st_size,
+        last_modified=datetime.fromtimestamp(st.st_mtime_ns / 1e9, timezone.utc),
+        etag=_etag(st),
+    )
+
+
+class FileTreeStorage(Storage):
+    """Objects as files under ``<root>/data``; subclasses map keys to paths."""
+
+    def __init__(self, root: str | os.PathLike[str], *, tmp_grace: float = DEFAULT_TMP_GRACE) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        try:
+            for name in ("data", "tmp"):
+                os.makedirs(os.path.join(self.root, name), exist_ok=True)
+            self._data_fd = os.open(os.path.join(self.root, "data"), _DIR_FLAGS)
+            self._tmp_fd = os.open(os.path.join(self.root, "tmp"), _DIR_FLAGS)
+            self._lock_fd = os.open(
+                os.path.join(self.root, "locks"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666
+            )
+        except OSError as exc:
+            raise _os_error(self.root, exc) from exc
+        self._thread_locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self.remove_stale_temporaries(tmp_grace)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.root!r})"
+
+    def close(self) -> None:
+        for fd in (self._data_fd, self._tmp_fd, self._lock_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def remove_stale_temporaries(self, older_than: float = DEFAULT_TMP_GRACE) -> int:
+        """Remove temporary files of writers that stopped more than ``older_than`` seconds ago."""
+        limit = time.time() - older_than
+        removed = 0
+        with os.scandir(self._tmp_fd) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat(follow_symlinks=False).st_mtime < limit:
+                        os.unlink(entry.name, dir_fd=self._tmp_fd)
+                        removed += 1
+        return removed
+
+    # -- what a subclass defines -------------------------------------------------
+
+    @abc.abstractmethod
+    def _path(self, key: str) -> list[str]:
+        """The file names leading from the data folder to the object's file."""
+
+    @abc.abstractmethod
+    def _sort_key(self, entry: os.DirEntry[str]) -> str | None:
+        """An entry's sort key (its key order within its folder), or None to hide it."""
+
+    @abc.abstractmethod
+    def _child(self, scope: str, sort_key: str) -> tuple[str, str, str | None]:
+        """An entry of the folder ``scope``: its file name, its key (for a folder, the
+        prefix of every key inside), and for a folder the scope inside it."""
+
+    @abc.abstractmethod
+    def _start(self, prefix: str) -> tuple[list[str], str] | None:
+        """The folder to list ``prefix`` from (names from the data folder, scope), if any."""
+
+    # -- locking and path resolution -------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        stripe = zlib.crc32(key.encode("utf-8", "surrogatepass")) % _LOCK_STRIPES
+        with self._thread_locks[stripe]:
+            fcntl.lockf(self._lock_fd, fcntl.LOCK_EX, 1, stripe)
+            try:
+                yield
+            finally:
+                fcntl.lockf(self._lock_fd, fcntl.LOCK_UN, 1, stripe)
+
+    def _open_dirs(self, key: str, names: list[str], *, create: bool) -> list[int]:
+        """Open the folders ``names`` below the data folder and return their fds.
+
+        Raises FileNotFoundError when a folder is missing (or is not a folder) and
+        ``create`` is false; with ``create``, makes missing folders.
+        """
+        fds: list[int] = []
+        try:
+            for name in names:
+                fds.append(self._open_dir(key, fds[-1] if fds else self._data_fd, name, create))
+        except BaseException:
+            self._close(fds)
+            raise
+        return fds
+
+    def _open_dir(self, key: str, parent: int, name: str, create: bool) -> int:
+        for _ in range(_COMMIT_ATTEMPTS):
+            try:
+                return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    raise
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    raise _os_error(key, exc) from exc
+                if not create:
+                    raise FileNotFoundError(errno.ENOENT, name) from exc
+                raise KeyConflictError(
+                    key, f"the folder {name!r} on its path is an object (or a link)"
+                ) from exc
+            try:
+                os.mkdir(name, dir_fd=parent)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise _os_error(key, exc) from exc
+        raise StorageIOError(errno.EAGAIN, f"could not make the folders of {key!r}: they kept disappearing")
+
+    @staticmethod
+    def _close(fds: list[int]) -> None:
+        for fd in fds:
+            os.close(fd)
+
+    # -- writing ---------------------------------------------------------------
+
+    def _write(
+        self, key: str, chunks: Chunks, *, persist: bool, if_none_match: bool, if_match: str | None
+    ) -> str:
+        tmp_name = f"{os.getpid()}-{secrets.token_hex(8)}.tmp"
+        try:
+            fd = os.open(
+                tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=self._tmp_fd
+            )
+        except OSError as exc:
+            raise _os_error(key, exc) from exc
+        try:
+            try:
+                for chunk in chunks:  # errors of the caller's source pass unchanged
+                    _write_all(key, fd, chunk)
+                if persist:
+                    _fsync(key, fd)
+            finally:
+                os.close(fd)
+            return self._commit(key, tmp_name, persist, if_none_match, if_match)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name, dir_fd=self._tmp_fd)
+            raise
+
+    def _commit(
+        self, key: str, tmp_name: str, persist: bool, if_none_match: bool, if_match: str | None
+    ) -> str:
+        try:
+            return self._commit_locked(key, tmp_name, persist, if_none_match, if_match)
+        except ObjstoreError:
+            raise
+        except OSError as exc:
+            raise _os_error(key, exc) from exc
+
+    def _commit_locked(
+        self, key: str, tmp_name: str, persist: bool, if_none_match: bool, if_match: str | None
+    ) -> str:
+        *dirs, name = self._path(key)
+        with self._locked(key):
+            for _ in range(_COMMIT_ATTEMPTS):
+                fds = self._open_dirs(key, dirs, create=True)
+                parent = fds[-1] if fds else self._data_fd
+                try:
+                    try:
+                        current: os.stat_result | None = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                    except FileNotFoundError:
+                        current = None
+                    if current is not None and not stat.S_ISREG(current.st_mode):
+                        if stat.S_ISDIR(current.st_mode) and _remove_empty_tree(parent, name):
+                            continue  # empty folders left by a crashed writer
+                        raise KeyConflictError(key, f"{key!r} is a folder of other objects")
+                    if if_none_match and current is not None:
+                        raise AlreadyExistsError(key)
+                    if if_match is not None:
+                        if current is None:
+                            raise NotExistError(key)
+                        if _etag(current) != if_match:
+                            raise PreconditionFailedError(key, if_match)
+                    now = time.time_ns()
+                    if current is not None and current.st_mtime_ns >= now:
+                        now = current.st_mtime_ns + 1  # successive versions never share an etag
+                    os.utime(tmp_name, ns=(now, now), dir_fd=self._tmp_fd)
+                    try:
+                        os.rename(tmp_name, name, src_dir_fd=self._tmp_fd, dst_dir_fd=parent)
+                    except FileNotFoundError:
+                        continue  # a deleter removed the (empty) parent folder: make it again
+                    except IsADirectoryError:
+                        continue
+                    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                    if persist:
+                        os.fsync(parent)
+                        for fd in [self._data_fd, *fds][:-1]:
+                            os.fsync(fd)
+                    return _etag(st)
+                except BaseException:
+                    self._prune(dirs, fds)  # the folders this write made, if left empty
+                    raise
+                finally:
+                    self._close(fds)
+        raise StorageIOError(errno.EAGAIN, f"could not commit {key!r}: its folder kept disappearing")
+
+    # -- reading ---------------------------------------------------------------
+
+    def _open_file(self, key: str) -> int:
+        *dirs, name = self._path(key)
+        try:
+            fds = self._open_dirs(key, dirs, create=False)
+        except FileNotFoundError as exc:
+            raise NotExistError(key) from exc
+        try:
+            fd = os.open(
+                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fds[-1] if fds else self._data_fd
+            )
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise NotExistError(key) from exc
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise NotExistError(key) from exc
+            raise _os_error(key, exc) from exc
+        finally:
+            self._close(fds)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise NotExistError(key)
+        return fd
+
+    def _read(self, key: str) -> BinaryIO:
+        return open(self._open_file(key), "rb")
+
+    def _stat(self, key: str) -> ObjectInfo:
+        fd = self._open_file(key)
+        try:
+            return _info(key, os.fstat(fd))
+        finally:
+            os.close(fd)
+
+    # -- deleting ---------------------------------------------------------------
+
+    def _delete(self, key: str) -> None:
+        *dirs, name = self._path(key)
+        with self._locked(key):
+            try:
+                fds = self._open_dirs(key, dirs, create=False)
+            except FileNotFoundError:
+                return
+            try:
+                parent = fds[-1] if fds else self._data_fd
+                try:
+                    os.unlink(name, dir_fd=parent)
+                except (FileNotFoundError, IsADirectoryError):
+                    return  # no object (a folder is not one)
+                except OSError as exc:
+                    raise _os_error(key, exc) from exc
+                self._prune(dirs, fds)
+            finally:
+                self._close(fds)
+
+    def _prune(self, dirs: list[str], fds: list[int]) -> None:
+        """Remove the folders that the deletion left empty, deepest first."""
+        parents = [self._data_fd, *fds][: len(dirs)]
+        for name, parent in zip(reversed(dirs), reversed(parents), strict=True):
+            try:
+                os.rmdir(name, dir_fd=parent)
+            except OSError:
+                return
+
+    # -- listing ---------------------------------------------------------------
+
+    def _list(self, prefix: str, start_after: str, recursive: bool) -> Iterator[ObjectInfo | CommonPrefix]:
+        cursor = ListCursor(start_after)
+        infos = self._walk_from(prefix, cursor)
+        return infos if recursive else fold_levels(prefix, infos, cursor)
+
+    def _walk_from(self, prefix: str, cursor: ListCursor) -> Iterator[ObjectInfo]:
+        start = self._start(prefix)
+        if start is None:
+            return
+        names, scope = start
+        try:
+            fds = self._open_dirs(prefix, names, create=False)
+        except FileNotFoundError:
+            return
+        try:
+            yield from self._walk(fds[-1] if fds else self._data_fd, scope, prefix, cursor)
+        finally:
+            self._close(fds)
+
+    def _walk(self, dir_fd: int, scope: str, prefix: str, cursor: ListCursor) -> Iterator[ObjectInfo]:
+        def wanted(sort_key: str) -> bool:
+            _, key, inner = self._child(scope, sort_key)
+            if inner is not None:
+                return (key.startswith(prefix) or prefix.startswith(key)) and not cursor.passes_range(key)
+            return key.startswith(prefix) and not cursor.passes_key(key)
+
+        for sort_key in sorted_entries(dir_fd, self._sort_key, wanted):
+            name, key, inner = self._child(scope, sort_key)
+            if inner is not None:
+                if cursor.passes_range(key):
+                    continue
+                try:
+                    fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+                except OSError:
+                    continue  # removed or replaced since it was listed
+                try:
+                    yield from self._walk(fd, inner, prefix, cursor)
+                finally:
+                    os.close(fd)
+            elif not cursor.passes_key(key):
+                try:
+                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    yield _info(key, st)

@@ -1,0 +1,107 @@
+"""The errors of objstore: one hierarchy, rooted at :class:`ObjstoreError`."""
+
+from __future__ import annotations
+
+
+class ObjstoreError(Exception):
+    """Base of every error raised by objstore."""
+
+
+class NotExistError(ObjstoreError, FileNotFoundError):
+    """The object does not exist."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object {key!r} does not exist")
+        self.key = key
+
+
+class AlreadyExistsError(ObjstoreError, FileExistsError):
+    """A create-only write found an existing object."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object {key!r} already exists")
+        self.key = key
+
+
+class PreconditionFailedError(ObjstoreError):
+    """A conditional write found an object whose etag differs from the expected one."""
+
+    def __init__(self, key: str, expected_etag: str) -> None:
+        super().__init__(f"object {key!r} no longer has etag {expected_etag!r}")
+        self.key = key
+        self.expected_etag = expected_etag
+
+
+class InvalidArgumentError(ObjstoreError, ValueError):
+    """An argument other than a key is invalid (data, size, options)."""
+
+
+class SizeMismatchError(InvalidArgumentError):
+    """The data source ended before the announced size; nothing was written."""
+
+    def __init__(self, key: str, expected: int, got: int) -> None:
+        super().__init__(f"data for {key!r} ended after {got} bytes, {expected} were announced")
+        self.key = key
+        self.expected = expected
+        self.got = got
+
+
+class InvalidKeyError(ObjstoreError, ValueError):
+    """The key breaks a rule of the backend; ``rule`` says which."""
+
+    def __init__(self, key: str, rule: str) -> None:
+        super().__init__(f"invalid key {key!r}: {rule}")
+        self.key = key
+        self.rule = rule
+
+
+class KeyConflictError(ObjstoreError):
+    """The key collides with a directory of the posix tree; the store is unchanged.
+
+    Writing ``a`` while ``a/b`` exists, or ``a/b`` while ``a`` is an object.
+    """
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"key {key!r} conflicts with the posix tree: {detail}")
+        self.key = key
+        self.detail = detail
+
+
+class PermissionDeniedError(ObjstoreError, PermissionError):
+    """The backend refused access."""
+
+
+class RemoteError(ObjstoreError):
+    """The remote service failed, after retries if the failure was transient."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        transient: bool = False,
+    ) -> None:
+        details = ", ".join(
+            f"{name}={value}"
+            for name, value in (
+                ("status", status),
+                ("code", code),
+                ("request_id", request_id),
+            )
+            if value is not None
+        )
+        super().__init__(f"{message} ({details})" if details else message)
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        self.transient = transient
+
+
+class StorageIOError(ObjstoreError, OSError):
+    """A local I/O operation failed (disk full, I/O error, ...)."""
+
+
+class ConfigError(ObjstoreError, ValueError):
+    """The storage configuration is invalid."""

@@ -1,0 +1,155 @@
+"""The storage interface every backend implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from ._source import Data, check_size, iter_chunks
+from .errors import InvalidArgumentError, NotExistError
+from .info import CommonPrefix, ObjectInfo
+from .keys import check_key, check_prefix
+
+Chunks = Iterator["bytes | memoryview"]
+
+
+class Storage(abc.ABC):
+    """A flat map from keys to immutable byte objects.
+
+    Public methods validate their arguments, then call the ``_``-prefixed methods that a
+    backend implements; a backend never sees an invalid key.
+    """
+
+    #: Whether the backend honours ``if_none_match`` and ``if_match`` atomically.
+    supports_conditional_writes: bool = True
+
+    def check_key(self, key: object) -> str:
+        """Return ``key`` if this backend can store it, else raise ``InvalidKeyError``."""
+        return check_key(key)
+
+    # -- writing ---------------------------------------------------------------
+
+    def write(
+        self,
+        key: str,
+        data: Data,
+        *,
+        size: int | None = None,
+        persist: bool = False,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> str:
+        """Store ``data`` under ``key`` atomically and return the new etag.
+
+        ``size=None`` reads ``data`` to its end; ``size=N`` stores exactly its first N
+        bytes and fails, storing nothing, if it has fewer. ``persist`` returns only once
+        the object is durable. ``if_none_match`` only creates; ``if_match`` only replaces
+        the object whose etag it gives.
+        """
+        key = self.check_key(key)
+        check_size(size)
+        if if_none_match and if_match is not None:
+            raise InvalidArgumentError("if_none_match and if_match exclude each other")
+        if if_match is not None and (not isinstance(if_match, str) or not if_match):
+            raise InvalidArgumentError(f"if_match is a non-empty etag, not {if_match!r}")
+        return self._write(
+            key,
+            iter_chunks(key, data, size),
+            persist=persist,
+            if_none_match=bool(if_none_match),
+            if_match=if_match,
+        )
+
+    @abc.abstractmethod
+    def _write(
+        self, key: str, chunks: Chunks, *, persist: bool, if_none_match: bool, if_match: str | None
+    ) -> str:
+        """Store the chunks under ``key`` atomically; return the etag."""
+
+    # -- reading ---------------------------------------------------------------
+
+    def read(self, key: str) -> BinaryIO:
+        """Open the object for reading: a binary stream, to be used as a context manager."""
+        return self._read(self.check_key(key))
+
+    @abc.abstractmethod
+    def _read(self, key: str) -> BinaryIO:
+        """Open the object; raise ``NotExistError`` if it is missing."""
+
+    def read_bytes(self, key: str) -> bytes:
+        """Return the whole object."""
+        with self.read(key) as stream:
+            return stream.read()
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Describe the object; raise ``NotExistError`` if it is missing."""
+        return self._stat(self.check_key(key))
+
+    @abc.abstractmethod
+    def _stat(self, key: str) -> ObjectInfo:
+        """Describe the object; raise ``NotExistError`` if it is missing."""
+
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under ``key``."""
+        try:
+            self.stat(key)
+        except NotExistError:
+            return False
+        return True
+
+    # -- deleting and copying ----------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        """Delete the object; a missing object is not an error."""
+        self._delete(self.check_key(key))
+
+    @abc.abstractmethod
+    def _delete(self, key: str) -> None:
+        """Delete the object if it exists."""
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete every object of ``keys``; missing ones are not an error."""
+        self._delete_many(self.check_key(key) for key in keys)
+
+    def _delete_many(self, keys: Iterator[str]) -> None:
+        for key in keys:
+            self._delete(key)
+
+    def copy(self, src: str, dst: str) -> str:
+        """Copy object ``src`` to ``dst`` (replacing it) and return the new etag."""
+        return self._copy(self.check_key(src), self.check_key(dst))
+
+    def _copy(self, src: str, dst: str) -> str:
+        with self._read(src) as stream:
+            return self._write(
+                dst, iter_chunks(dst, stream, None), persist=False, if_none_match=False, if_match=None
+            )
+
+    # -- listing ---------------------------------------------------------------
+
+    def list(
+        self, prefix: str = "", *, start_after: str = "", recursive: bool = True
+    ) -> Iterator[ObjectInfo | CommonPrefix]:
+        """Yield the objects whose key starts with ``prefix``, in byte-wise key order.
+
+        Only keys greater than ``start_after`` are yielded. With ``recursive=False``,
+        keys with a "/" after the prefix are folded into one :class:`CommonPrefix` per
+        level, merged into the same order.
+        """
+        prefix = check_prefix(prefix)
+        start_after = check_prefix(start_after, "start_after")
+        return self._list(prefix, start_after, bool(recursive))
+
+    @abc.abstractmethod
+    def _list(self, prefix: str, start_after: str, recursive: bool) -> Iterator[ObjectInfo | CommonPrefix]:
+        """Yield what ``list`` promises, streaming."""
+
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing
+        """Release what the backend holds open (connections, file descriptors)."""
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

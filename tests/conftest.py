@@ -1,0 +1,149 @@
+"""Fixtures: fresh stores of every backend, and the S3 server they talk to.
+
+S3 tests use a moto server that the session starts on 127.0.0.1. To run them against
+another S3 endpoint (MinIO, AWS), set:
+
+- ``OBJSTORE_TEST_S3_ENDPOINT``: URL of the server, e.g. ``http://127.0.0.1:9000``
+- ``OBJSTORE_TEST_S3_ACCESS_KEY`` and ``OBJSTORE_TEST_S3_SECRET_KEY``
+- ``OBJSTORE_TEST_S3_REGION`` (optional)
+
+Every test makes and removes its own buckets, named ``objstore-test-<random>``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, settings
+from minio import Minio
+
+from objstore import S3Storage, Storage
+from objstore.posix import PosixStorage
+from objstore.posixflat import PosixFlatStorage
+from tests import s3server
+
+settings.register_profile(
+    "default",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("default")
+
+BACKENDS = ["posix", "posixflat", "s3"]
+
+
+@attrs.frozen
+class S3Endpoint:
+    """Where the S3 tests send their requests."""
+
+    endpoint: str
+    secure: bool
+    access_key: str
+    secret_key: str
+    region: str | None
+
+    def client(self) -> Minio:
+        return Minio(
+            self.endpoint,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=self.secure,
+            region=self.region,
+        )
+
+    def storage(self, bucket: str, **options: object) -> S3Storage:
+        return S3Storage(
+            self.endpoint,
+            bucket,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=self.secure,
+            region=self.region,
+            **options,  # type: ignore[arg-type]
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[S3Endpoint]:
+    url = os.environ.get("OBJSTORE_TEST_S3_ENDPOINT")
+    if url:
+        parts = urlsplit(url)
+        yield S3Endpoint(
+            endpoint=parts.netloc,
+            secure=parts.scheme == "https",
+            access_key=os.environ["OBJSTORE_TEST_S3_ACCESS_KEY"],
+            secret_key=os.environ["OBJSTORE_TEST_S3_SECRET_KEY"],
+            region=os.environ.get("OBJSTORE_TEST_S3_REGION"),
+        )
+        return
+    server = s3server.start()
+    try:
+        yield S3Endpoint(server.endpoint, False, s3server.ACCESS_KEY, s3server.SECRET_KEY, "us-east-1")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: S3Endpoint) -> Iterator[Callable[[], str]]:
+    """A factory of fresh buckets, all removed when the test ends."""
+    client = s3_endpoint.client()
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"objstore-test-{secrets.token_hex(6)}"
+        client.make_bucket(name)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        with s3_endpoint.storage(name) as storage:
+            storage.delete_many(entry.key for entry in storage.list())
+        client.remove_bucket(name)
+
+
+StorageFactory = Callable[[], Storage]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_storage(backend: str, request: pytest.FixtureRequest) -> Iterator[StorageFactory]:
+    """A factory of fresh, empty stores of the test's backend."""
+    made: list[Storage] = []
+    folders: list[str] = []
+
+    def make() -> Storage:
+        storage: Storage
+        if backend == "s3":
+            endpoint: S3Endpoint = request.getfixturevalue("s3_endpoint")
+            bucket = request.getfixturevalue("s3_bucket")()
+            storage = endpoint.storage(bucket, part_size=5 << 20)
+        else:
+            folder = tempfile.mkdtemp(prefix="objstore-test-")
+            folders.append(folder)
+            storage = PosixStorage(folder) if backend == "posix" else PosixFlatStorage(folder)
+        made.append(storage)
+        return storage
+
+    yield make
+    for storage in made:
+        storage.close()
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def storage(make_storage: StorageFactory) -> Storage:
+    """A fresh, empty store of the test's backend."""
+    return make_storage()

@@ -1,0 +1,48 @@
+"""The examples in the docs run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", path.read_text(), flags=re.DOTALL | re.MULTILINE)
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[path.name for path in DOCS])
+def test_examples_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = python_blocks(path)
+    assert blocks, f"{path.name} has no python example"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": "__docs__"}
+    for block in blocks:
+        exec(compile(block, str(path), "exec"), namespace)
+
+
+def test_readme_quick_start_demo(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    commands = (
+        re.findall(r"^```sh\n(.*?)^```", readme, flags=re.DOTALL | re.MULTILINE)[0].strip().splitlines()
+    )
+    assert len(commands) == 2 and "pytest" in commands[1]
+    # The first command's main job, run on this interpreter (the install step is CI's).
+    result = subprocess.run(
+        [sys.executable, "-m", "objstore", "demo", str(tmp_path / "data")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "read back 'logs/task-1/steps/0.log'" in result.stdout
+    assert "42 passed" in result.stdout

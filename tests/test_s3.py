@@ -1,0 +1,162 @@
+"""What is particular to the S3 backend: headers on the wire, multipart, retries, paging."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import os
+import threading
+from collections.abc import Callable, Iterator
+
+import boto3
+import pytest
+
+from objstore import AlreadyExistsError, PreconditionFailedError, RemoteError, S3Storage
+from tests.conftest import S3Endpoint
+
+PART = 5 << 20
+
+
+@pytest.fixture
+def s3(s3_endpoint: S3Endpoint, s3_bucket: Callable[[], str]) -> S3Storage:
+    return s3_endpoint.storage(s3_bucket(), part_size=PART)
+
+
+def boto(endpoint: S3Endpoint) -> object:
+    scheme = "https" if endpoint.secure else "http"
+    return boto3.client(
+        "s3",
+        endpoint_url=f"{scheme}://{endpoint.endpoint}",
+        aws_access_key_id=endpoint.access_key,
+        aws_secret_access_key=endpoint.secret_key,
+        region_name=endpoint.region or "us-east-1",
+    )
+
+
+def test_conditional_headers_reach_the_server(s3: S3Storage, s3_endpoint: S3Endpoint) -> None:
+    s3.write("k", b"first")
+    # The pitfall: minio's metadata= turns the header into user metadata, and the write goes through.
+    s3_endpoint.client().put_object(s3.bucket, "k", io.BytesIO(b"second"), 6, metadata={"If-None-Match": "*"})
+    head = boto(s3_endpoint).head_object(Bucket=s3.bucket, Key="k")  # type: ignore[attr-defined]
+    assert head["Metadata"] == {"if-none-match": "*"}
+    # objstore sends real headers: the server refuses, and the object stays as it was.
+    with pytest.raises(AlreadyExistsError):
+        s3.write("k", b"third", if_none_match=True)
+    etag = s3.stat("k").etag
+    with pytest.raises(PreconditionFailedError):
+        s3.write("k", b"third", if_match="0" * 32)
+    assert s3.read_bytes("k") == b"second"
+    assert s3.write("k", b"fourth", if_match=etag) != etag
+    head = boto(s3_endpoint).head_object(Bucket=s3.bucket, Key="k")  # type: ignore[attr-defined]
+    assert head["Metadata"] == {}
+
+
+def chunks(total: int, size: int = 1 << 20) -> Iterator[bytes]:
+    for start in range(0, total, size):
+        yield bytes([start // size % 251]) * min(size, total - start)
+
+
+def test_unknown_size_streams_as_multipart(s3: S3Storage) -> None:
+    total = 2 * PART + 12345
+    etag = s3.write("big", chunks(total))
+    assert etag.endswith("-3")
+    assert s3.stat("big").size == total
+    with s3.read("big") as stream:
+        assert b"".join(iter(lambda: stream.read(1 << 20), b"")) == b"".join(chunks(total))
+    with pytest.raises(AlreadyExistsError):
+        s3.write("big", chunks(total), if_none_match=True)
+    assert s3.stat("big").etag == etag
+    assert s3.write("new-big", chunks(total), if_none_match=True).endswith("-3")
+
+
+def test_multipart_if_match(s3: S3Storage, s3_endpoint: S3Endpoint) -> None:
+    if not os.environ.get("OBJSTORE_TEST_S3_ENDPOINT"):
+        pytest.skip("moto does not check If-Match on CompleteMultipartUpload; run against MinIO or AWS")
+    total = PART + 1
+    etag = s3.write("big", chunks(total))
+    with pytest.raises(PreconditionFailedError):
+        s3.write("big", chunks(total), if_match="0" * 32)
+    assert s3.write("big", chunks(total), if_match=etag)
+
+
+def test_paging_and_batched_deletes(s3: S3Storage) -> None:
+    keys = [f"p/{i:05d}" for i in range(1100)]
+    client = s3._client
+    for key in keys:
+        client.put_object(s3.bucket, key, io.BytesIO(b""), 0)
+    assert [info.key for info in s3.list("p/")] == keys
+    assert [info.key for info in s3.list("p/", start_after=keys[500])] == keys[501:]
+    s3.delete_many(iter(keys[:1050]))
+    assert [info.key for info in s3.list()] == keys[1050:]
+
+
+class _Failing(http.server.BaseHTTPRequestHandler):
+    requests = 0
+
+    def handle_one_request(self) -> None:
+        type(self).requests += 1
+        super().handle_one_request()
+
+    def do_GET(self) -> None:
+        body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-amz-request-id", "REQ123")
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_PUT = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_transient_failures_are_retried_then_raised() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        storage = S3Storage(
+            f"127.0.0.1:{server.server_port}",
+            "bucket",
+            access_key="a",
+            secret_key="b",
+            secure=False,
+            region="us-east-1",
+            retries=3,
+            backoff=0.001,
+        )
+        with pytest.raises(RemoteError) as caught:
+            storage.read_bytes("k")
+    finally:
+        server.shutdown()
+    error = caught.value
+    assert (error.status, error.code, error.request_id, error.transient) == (503, "SlowDown", "REQ123", True)
+    assert _Failing.requests == 4
+    assert "'k'" in str(error)
+
+
+def test_unreachable_server_is_a_transient_remote_error() -> None:
+    storage = S3Storage(
+        "127.0.0.1:1",
+        "bucket",
+        access_key="a",
+        secret_key="b",
+        secure=False,
+        region="us-east-1",
+        retries=1,
+        backoff=0.001,
+    )
+    with pytest.raises(RemoteError) as caught:
+        storage.write("k", b"x")
+    assert caught.value.transient
+    assert caught.value.__cause__ is not None
+
+
+def test_missing_bucket_is_a_remote_error(s3_endpoint: S3Endpoint) -> None:
+    storage = s3_endpoint.storage("objstore-test-no-such-bucket")
+    with pytest.raises(RemoteError) as caught:
+        storage.write("k", b"x")
+    assert caught.value.code == "NoSuchBucket"
+    assert not caught.value.transient
