@@ -224,7 +224,8 @@ class FileTreeStorage(Storage):
         """Open the folders ``names`` below the data folder and return their fds.
 
         Raises FileNotFoundError when a folder is missing (or is not a folder) and
-        ``create`` is false; with ``create``, makes missing folders.
+        ``create`` is false; with ``create``, makes missing folders, and raises
+        FileNotFoundError only if a parent folder was removed meanwhile.
         """
         fds: list[int] = []
         try:
@@ -254,6 +255,8 @@ class FileTreeStorage(Storage):
                 os.mkdir(name, dir_fd=parent)
             except FileExistsError:
                 pass
+            except FileNotFoundError:
+                raise  # the parent folder was removed: the caller resolves the path again
             except OSError as exc:
                 raise _os_error(key, exc) from exc
         raise StorageIOError(errno.EAGAIN, f"could not make the folders of {key!r}: they kept disappearing")
@@ -305,7 +308,10 @@ class FileTreeStorage(Storage):
         *dirs, name = self._path(key)
         with self._locked(key):
             for _ in range(_COMMIT_ATTEMPTS):
-                fds = self._open_dirs(key, dirs, create=True)
+                try:
+                    fds = self._open_dirs(key, dirs, create=True)
+                except FileNotFoundError:
+                    continue  # a folder on the path was removed while being made: start again
                 parent = fds[-1] if fds else self._data_fd
                 try:
                     try:

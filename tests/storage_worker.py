@@ -3,7 +3,8 @@
 ``python -m tests.storage_worker SPEC MODE KEY WRITER COUNT``: SPEC is the JSON of
 :func:`storage_spec`. Mode ``churn`` writes COUNT versions (0 = until killed) and
 prints ``WRITING`` once the first write is under way; every version is self-checking
-(see :func:`version`).
+(see :func:`version`). Mode ``folders`` writes and deletes keys under KEY for COUNT
+seconds (see :func:`churn_folders`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def open_storage(spec_json: str) -> Storage:
 
 def main(spec_json: str, mode: str, key: str, writer: int, count: int) -> None:
     storage = open_storage(spec_json)
+    if mode == "folders":
+        churn_folders(storage, key, writer, count)
+        return
     assert mode == "churn"
     storage.write(key, announced(version(writer, 0)))
     number = 1
@@ -62,6 +66,21 @@ def main(spec_json: str, mode: str, key: str, writer: int, count: int) -> None:
         storage.write(key, version(writer, number))
         number += 1
     print("DONE", flush=True)
+
+
+def churn_folders(storage: Storage, prefix: str, writer: int, seconds: int) -> None:
+    """Write and delete keys of this writer in folders that other writers share and empty."""
+    end = time.monotonic() + seconds
+    rounds = 0
+    while time.monotonic() < end:
+        keys = [f"{prefix}/{rounds % 3}/{part}/w{writer}" for part in range(3)]
+        for key in keys:
+            storage.write(key, key.encode())
+        for key in keys:
+            assert storage.read_bytes(key) == key.encode()
+            storage.delete(key)
+        rounds += 1
+    print(f"ROUNDS {rounds}", flush=True)
 
 
 def announced(chunks: Iterator[bytes]) -> Iterator[bytes]:

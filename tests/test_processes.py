@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from objstore import NotExistError, Storage
+from objstore import KeyConflictError, NotExistError, Storage
 from objstore.posix import PosixStorage
 from objstore.posixflat import PosixFlatStorage
 from tests.conftest import StorageFactory
@@ -82,3 +82,98 @@ def test_concurrent_writers_leave_one_whole_version(make_storage: StorageFactory
     assert writer_id in range(4) and number == 7
     assert [info.key for info in storage.list()] == ["k"]
     print(f"{reads} whole reads during the writes")
+
+
+SWAPPER = """
+import os, sys, time
+data, outside = sys.argv[1], sys.argv[2]
+end = time.monotonic() + float(sys.argv[3])
+swaps = 0
+while time.monotonic() < end:
+    try:
+        os.rename(os.path.join(data, "x"), os.path.join(data, "moved"))
+    except OSError:
+        pass
+    try:
+        os.symlink(outside, os.path.join(data, "x"))
+    except FileExistsError:  # the store made "x" again meanwhile
+        continue
+    time.sleep(0.0005)
+    try:
+        os.unlink(os.path.join(data, "x"))
+    except OSError:
+        pass
+    try:
+        os.rename(os.path.join(data, "moved"), os.path.join(data, "x"))
+    except OSError:
+        pass
+    swaps += 1
+print(swaps)
+"""
+
+
+@pytest.mark.parametrize("backend", ["posix"])
+def test_symlink_swapped_in_mid_operation_never_reaches_outside(
+    make_storage: StorageFactory, tmp_path: os.PathLike[str]
+) -> None:
+    storage = make_storage()
+    assert isinstance(storage, PosixStorage)
+    outside = os.path.join(tmp_path, "outside")
+    os.makedirs(os.path.join(outside, "k"))
+    with open(os.path.join(outside, "secret"), "wb") as file:
+        file.write(b"secret")
+    storage.write("x/secret", b"inside")
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", SWAPPER, os.path.join(storage.root, "data"), outside, "2"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    operations = 0
+    while swapper.poll() is None:
+        for call in (
+            lambda: storage.write("x/secret", b"overwritten"),
+            lambda: storage.write("x/k/new", b"new"),
+            lambda: storage.read_bytes("x/secret"),
+            lambda: list(storage.list("x/")),
+            lambda: storage.delete("x/secret"),
+            lambda: storage.delete("x/k/new"),
+        ):
+            try:
+                call()
+            except (KeyConflictError, NotExistError):
+                pass
+            operations += 1
+    assert swapper.stdout is not None
+    swaps = int(swapper.stdout.read())
+    swapper.stdout.close()
+    assert swaps > 10 and operations > 10
+    assert sorted(os.listdir(outside)) == ["k", "secret"]
+    assert os.listdir(os.path.join(outside, "k")) == []
+    with open(os.path.join(outside, "secret"), "rb") as file:
+        assert file.read() == b"secret"
+    print(f"{operations} operations during {swaps} symlink swaps")
+
+
+@pytest.mark.parametrize("backend", ["posix", "posixflat"])
+def test_writers_and_deleters_share_folders(make_storage: StorageFactory) -> None:
+    """Deleting prunes emptied folders while other processes write into them: nothing fails."""
+    storage = make_storage()
+    spec = storage_spec(storage)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.storage_worker", spec, "folders", "shared", str(n), "2"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(4)
+    ]
+    rounds = 0
+    for worker in workers:
+        out, _ = worker.communicate(timeout=60)
+        assert worker.returncode == 0
+        rounds += int(out.split()[-1])
+    assert list(storage.list()) == []
+    assert isinstance(storage, (PosixStorage, PosixFlatStorage))
+    assert os.listdir(os.path.join(storage.root, "data")) == []
+    print(f"{rounds} rounds of 3 writes and 3 deletes in shared folders")
