@@ -98,15 +98,17 @@ class StoreComparison(RuleBasedStateMachine):
         key=st.deferred(lambda: StoreComparison.keys),
         data=DATA,
         kind=st.sampled_from(["bytes", "file", "chunks"]),
+        persist=st.booleans(),
     )
-    def write(self, key: str, data: bytes, kind: str) -> None:
+    def write(self, key: str, data: bytes, kind: str, persist: bool) -> None:
         expected = self.expect_write(key)
+        source = data_source(kind, data)
         if expected is None:
-            etag = self.storage.write(key, data_source(kind, data))  # type: ignore[arg-type]
+            etag = self.storage.write(key, source, persist=persist)  # type: ignore[arg-type]
             self.store(key, data, etag)
         else:
             with pytest.raises(expected):
-                self.storage.write(key, data_source(kind, data))  # type: ignore[arg-type]
+                self.storage.write(key, source, persist=persist)  # type: ignore[arg-type]
 
     @rule(
         key=st.deferred(lambda: StoreComparison.keys),

@@ -11,7 +11,13 @@ from collections.abc import Callable, Iterator
 import boto3
 import pytest
 
-from objstore import AlreadyExistsError, PreconditionFailedError, RemoteError, S3Storage
+from objstore import (
+    AlreadyExistsError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+    RemoteError,
+    S3Storage,
+)
 from tests.conftest import S3Endpoint
 
 PART = 5 << 20
@@ -91,15 +97,19 @@ def test_paging_and_batched_deletes(s3: S3Storage) -> None:
 
 
 class _Failing(http.server.BaseHTTPRequestHandler):
+    """Answers every request with one S3 error, and counts the requests."""
+
     requests = 0
+    status = 503
+    code = "SlowDown"
 
     def handle_one_request(self) -> None:
         type(self).requests += 1
         super().handle_one_request()
 
     def do_GET(self) -> None:
-        body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
-        self.send_response(503)
+        body = f"<Error><Code>{self.code}</Code><Message>refused</Message></Error>".encode()
+        self.send_response(self.status)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("x-amz-request-id", "REQ123")
@@ -112,8 +122,20 @@ class _Failing(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_transient_failures_are_retried_then_raised() -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+@pytest.mark.parametrize(
+    ("status", "code", "error", "attempts"),
+    [
+        (503, "SlowDown", RemoteError, 4),
+        (500, "InternalError", RemoteError, 4),
+        (403, "AccessDenied", PermissionDeniedError, 1),
+        (400, "InvalidRequest", RemoteError, 1),
+    ],
+)
+def test_failures_are_typed_and_only_transient_ones_retried(
+    status: int, code: str, error: type[Exception], attempts: int
+) -> None:
+    handler = type("Handler", (_Failing,), {"status": status, "code": code, "requests": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -127,14 +149,18 @@ def test_transient_failures_are_retried_then_raised() -> None:
             retries=3,
             backoff=0.001,
         )
-        with pytest.raises(RemoteError) as caught:
+        with pytest.raises(error) as caught:
             storage.read_bytes("k")
     finally:
         server.shutdown()
-    error = caught.value
-    assert (error.status, error.code, error.request_id, error.transient) == (503, "SlowDown", "REQ123", True)
-    assert _Failing.requests == 4
-    assert "'k'" in str(error)
+        server.server_close()
+    assert handler.requests == attempts
+    assert "'k'" in str(caught.value)
+    assert isinstance(caught.value.__cause__, Exception)
+    if isinstance(caught.value, RemoteError):
+        remote = caught.value
+        assert (remote.status, remote.code, remote.request_id) == (status, code, "REQ123")
+        assert remote.transient == (status >= 500)
 
 
 def test_unreachable_server_is_a_transient_remote_error() -> None:
