@@ -1,5 +1,6 @@
 """objstore: one storage interface over posix folders and S3-compatible servers."""
 
+from ._source import Data
 from .config import from_config
 from .errors import (
     AlreadyExistsError,
@@ -16,6 +17,7 @@ from .errors import (
     StorageIOError,
 )
 from .info import CommonPrefix, ObjectInfo
+from .memory import MemoryStorage
 from .posix import PosixStorage
 from .s3 import S3Storage
 from .storage import Storage
@@ -24,9 +26,11 @@ __all__ = [
     "AlreadyExistsError",
     "CommonPrefix",
     "ConfigError",
+    "Data",
     "InvalidArgumentError",
     "InvalidKeyError",
     "KeyConflictError",
+    "MemoryStorage",
     "NotExistError",
     "ObjectInfo",
     "ObjstoreError",

@@ -15,13 +15,14 @@ SortKey = Callable[[os.DirEntry[str]], "str | None"]
 def sorted_entries(
     dir_fd: int,
     sort_key: SortKey,
-    wanted: Callable[[str], bool],
+    wanted: Callable[[str], bool] | None,
     limit: int | None = None,
 ) -> Iterator[str]:
     """Yield the sort keys of a directory's wanted entries in increasing order.
 
-    ``sort_key`` maps an entry to its sort key, or None to leave it out. Memory is bounded
-    by ``limit`` names whatever the directory's size.
+    ``sort_key`` maps an entry to its sort key, or None to leave it out; ``wanted``, if
+    given, filters the sort keys. Memory is bounded by ``limit`` names whatever the
+    directory's size.
     """
     limit = limit or MAX_NAMES_PER_PASS
     after: str | None = None
@@ -35,7 +36,7 @@ def sorted_entries(
                     continue
                 if cutoff is not None and key >= cutoff:
                     continue
-                if not wanted(key):
+                if wanted is not None and not wanted(key):
                     continue
                 batch.append(key)
                 if len(batch) >= 2 * limit:

@@ -13,6 +13,7 @@ import abc
 import contextlib
 import errno
 import fcntl
+import itertools
 import os
 import secrets
 import stat
@@ -96,9 +97,14 @@ def _write_all(key: str, fd: int, chunk: bytes | memoryview) -> None:
         raise _os_error(key, exc) from exc
 
 
-def _fsync(key: str, fd: int) -> None:
+def _finish_file(key: str, fd: int, persist: bool) -> os.stat_result:
+    """Stamp the written file with the time of this version, sync it if asked; its stat."""
     try:
-        os.fsync(fd)
+        now = time.time_ns()
+        os.utime(fd, ns=(now, now))
+        if persist:
+            os.fsync(fd)
+        return os.fstat(fd)
     except OSError as exc:
         raise _os_error(key, exc) from exc
 
@@ -167,6 +173,9 @@ class FileTreeStorage(Storage):
         except OSError as exc:
             raise _os_error(self.root, exc) from exc
         self._thread_locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self._tmp_prefix = ""
+        self._tmp_prefix_pid = -1
+        self._tmp_counter = itertools.count()
         self.remove_stale_temporaries(tmp_grace)
 
     def __repr__(self) -> str:
@@ -268,10 +277,17 @@ class FileTreeStorage(Storage):
 
     # -- writing ---------------------------------------------------------------
 
+    def _tmp_name(self) -> str:
+        pid = os.getpid()
+        if self._tmp_prefix_pid != pid:
+            self._tmp_prefix = f"{pid}-{secrets.token_hex(6)}-"
+            self._tmp_prefix_pid = pid
+        return f"{self._tmp_prefix}{next(self._tmp_counter)}.tmp"
+
     def _write(
         self, key: str, chunks: Chunks, *, persist: bool, if_none_match: bool, if_match: str | None
     ) -> str:
-        tmp_name = f"{os.getpid()}-{secrets.token_hex(8)}.tmp"
+        tmp_name = self._tmp_name()
         try:
             fd = os.open(
                 tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=self._tmp_fd
@@ -282,75 +298,91 @@ class FileTreeStorage(Storage):
             try:
                 for chunk in chunks:  # errors of the caller's source pass unchanged
                     _write_all(key, fd, chunk)
-                if persist:
-                    _fsync(key, fd)
+                written = _finish_file(key, fd, persist)
             finally:
                 os.close(fd)
-            return self._commit(key, tmp_name, persist, if_none_match, if_match)
+            return self._commit(key, tmp_name, written, persist, if_none_match, if_match)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name, dir_fd=self._tmp_fd)
             raise
 
     def _commit(
-        self, key: str, tmp_name: str, persist: bool, if_none_match: bool, if_match: str | None
+        self,
+        key: str,
+        tmp_name: str,
+        written: os.stat_result,
+        persist: bool,
+        if_none_match: bool,
+        if_match: str | None,
     ) -> str:
-        try:
-            return self._commit_locked(key, tmp_name, persist, if_none_match, if_match)
-        except ObjstoreError:
-            raise
-        except OSError as exc:
-            raise _os_error(key, exc) from exc
-
-    def _commit_locked(
-        self, key: str, tmp_name: str, persist: bool, if_none_match: bool, if_match: str | None
-    ) -> str:
+        """Rename the written file into place, if the conditions hold; return its etag."""
         *dirs, name = self._path(key)
-        with self._locked(key):
-            for _ in range(_COMMIT_ATTEMPTS):
-                try:
-                    fds = self._open_dirs(key, dirs, create=True)
-                except FileNotFoundError:
-                    continue  # a folder on the path was removed while being made: start again
-                parent = fds[-1] if fds else self._data_fd
-                try:
+        conditional = if_none_match or if_match is not None
+        try:
+            with self._locked(key):
+                for _ in range(_COMMIT_ATTEMPTS):
                     try:
-                        current: os.stat_result | None = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                        fds = self._open_dirs(key, dirs, create=True)
                     except FileNotFoundError:
-                        current = None
-                    if current is not None and not stat.S_ISREG(current.st_mode):
-                        if stat.S_ISDIR(current.st_mode) and _remove_empty_tree(parent, name):
-                            continue  # empty folders left by a crashed writer
-                        raise KeyConflictError(key, f"{key!r} is a folder of other objects")
-                    if if_none_match and current is not None:
-                        raise AlreadyExistsError(key)
-                    if if_match is not None:
-                        if current is None:
-                            raise NotExistError(key)
-                        if _etag(current) != if_match:
-                            raise PreconditionFailedError(key, if_match)
-                    now = time.time_ns()
-                    if current is not None and current.st_mtime_ns >= now:
-                        now = current.st_mtime_ns + 1  # successive versions never share an etag
-                    os.utime(tmp_name, ns=(now, now), dir_fd=self._tmp_fd)
+                        continue  # a folder on the path was removed while being made: start again
+                    parent = fds[-1] if fds else self._data_fd
                     try:
-                        os.rename(tmp_name, name, src_dir_fd=self._tmp_fd, dst_dir_fd=parent)
-                    except FileNotFoundError:
-                        continue  # a deleter removed the (empty) parent folder: make it again
-                    except IsADirectoryError:
-                        continue
-                    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-                    if persist:
-                        os.fsync(parent)
-                        for fd in [self._data_fd, *fds][:-1]:
-                            os.fsync(fd)
-                    return _etag(st)
-                except BaseException:
-                    self._prune(dirs, fds)  # the folders this write made, if left empty
-                    raise
-                finally:
-                    self._close(fds)
+                        if conditional:
+                            written = self._check(
+                                key, parent, name, tmp_name, written, if_none_match, if_match
+                            )
+                        try:
+                            os.rename(tmp_name, name, src_dir_fd=self._tmp_fd, dst_dir_fd=parent)
+                        except FileNotFoundError:
+                            continue  # a deleter removed the (empty) parent folder: make it again
+                        except IsADirectoryError as exc:
+                            if _remove_empty_tree(parent, name):
+                                continue  # empty folders left by a crashed writer
+                            raise KeyConflictError(key, f"{key!r} is a folder of other objects") from exc
+                        if persist:
+                            for fd in [self._data_fd, *fds]:
+                                os.fsync(fd)
+                        return _etag(written)
+                    except BaseException:
+                        self._prune(dirs, fds)  # the folders this write made, if left empty
+                        raise
+                    finally:
+                        self._close(fds)
+        except OSError as exc:
+            if isinstance(exc, ObjstoreError):
+                raise
+            raise _os_error(key, exc) from exc
         raise StorageIOError(errno.EAGAIN, f"could not commit {key!r}: its folder kept disappearing")
+
+    def _check(
+        self,
+        key: str,
+        parent: int,
+        name: str,
+        tmp_name: str,
+        written: os.stat_result,
+        if_none_match: bool,
+        if_match: str | None,
+    ) -> os.stat_result:
+        """Raise unless the conditions hold for the current object; the file to commit."""
+        try:
+            current = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            if if_match is not None:
+                raise NotExistError(key) from None
+            return written
+        if stat.S_ISDIR(current.st_mode):
+            return written  # the rename decides: an empty folder gives way, a full one conflicts
+        if if_none_match:
+            raise AlreadyExistsError(key)
+        if if_match is not None and _etag(current) != if_match:
+            raise PreconditionFailedError(key, if_match)
+        if current.st_mtime_ns < written.st_mtime_ns:
+            return written
+        later = current.st_mtime_ns + 1  # versions of one key never share an etag
+        os.utime(tmp_name, ns=(later, later), dir_fd=self._tmp_fd)
+        return os.stat(tmp_name, dir_fd=self._tmp_fd)
 
     # -- reading ---------------------------------------------------------------
 
@@ -445,7 +477,13 @@ class FileTreeStorage(Storage):
                 return (key.startswith(prefix) or prefix.startswith(key)) and not cursor.passes_range(key)
             return key.startswith(prefix) and not cursor.passes_key(key)
 
-        for sort_key in sorted_entries(dir_fd, self._sort_key, wanted):
+        # A folder whose keys all lie within the prefix and after start_after needs no filter.
+        inside = (
+            scope.startswith(prefix)
+            and scope > cursor.start_after
+            and not cursor.start_after.startswith(scope)
+        )
+        for sort_key in sorted_entries(dir_fd, self._sort_key, None if inside else wanted):
             name, key, inner = self._child(scope, sort_key)
             if inner is not None:
                 if cursor.passes_range(key):

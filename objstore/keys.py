@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from .errors import InvalidKeyError
 
 MAX_KEY_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
+_DOT_SEGMENT = re.compile(r"(?:^|/)\.\.?(?:/|$)")
 
 
 def check_key(key: object) -> str:
@@ -27,6 +30,17 @@ def check_key(key: object) -> str:
 
 def check_posix_key(key: object) -> str:
     """Return ``key`` if it names a file path under a root, else raise :class:`InvalidKeyError`."""
+    if (  # the common case, checked fast
+        type(key) is str
+        and key.isascii()
+        and 0 < len(key) <= MAX_SEGMENT_BYTES
+        and "\0" not in key
+        and key[0] != "/"
+        and key[-1] != "/"
+        and "//" not in key
+        and not _DOT_SEGMENT.search(key)
+    ):
+        return key
     key = check_key(key)
     if key.startswith("/"):
         raise InvalidKeyError(key, 'a posix key does not start with "/"')

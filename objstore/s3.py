@@ -203,20 +203,43 @@ class S3Storage(Storage):
         elif if_match is not None:
             headers["If-Match"] = f'"{if_match}"'
             conditional = if_match
-        part = bytearray()
-        pieces = self._pieces(chunks)
-        for piece in pieces:
-            part += piece
-            if len(part) > self.part_size:
-                return self._write_multipart(key, part, pieces, headers, conditional)
-        return self._put(key, part, headers, conditional)
+        parts = self._parts(chunks)
+        part, last = next(parts)
+        if last:
+            return self._put(key, part, headers, conditional)
+        create_headers = {"Content-Type": headers["Content-Type"]}
+        response = self._retrying(
+            key, lambda: self._request("POST", key, headers=create_headers, query={"uploads": ""})
+        )
+        upload_id = _text(ET.fromstring(response.data), "UploadId")
+        etags: list[str] = []
+        try:
+            while True:
+                self._upload_part(key, upload_id, len(etags) + 1, part, etags)
+                if last:
+                    break
+                del part  # hold one part at a time
+                part, last = next(parts)
+            return self._complete(key, upload_id, etags, headers, conditional)
+        except BaseException:
+            # If the abort fails too, the server's lifecycle rules remove the parts.
+            with contextlib.suppress(MinioException, urllib3.exceptions.HTTPError, OSError):
+                self._request("DELETE", key, query={"uploadId": upload_id})
+            raise
 
-    def _pieces(self, chunks: Chunks) -> Chunks:
-        """The chunks, cut to at most one part each, so that a part buffer stays bounded."""
+    def _parts(self, chunks: Chunks) -> Iterator[tuple[bytearray, bool]]:
+        """The data cut into parts of ``part_size`` bytes, each with whether it is the last."""
+        part = bytearray()
         for chunk in chunks:
             view = memoryview(chunk)
-            for start in range(0, len(view), self.part_size):
-                yield view[start : start + self.part_size]
+            while view:
+                if len(part) == self.part_size:
+                    yield part, False  # full, and more data follows
+                    part = bytearray()
+                room = self.part_size - len(part)
+                part += view[:room]
+                view = view[room:]
+        yield part, True
 
     def _put(self, key: str, body: bytearray, headers: dict[str, str], conditional: str | None) -> str:
         attempts = 0
@@ -241,54 +264,25 @@ class S3Storage(Storage):
                     pass
             raise
 
-    def _write_multipart(
-        self,
-        key: str,
-        part: bytearray,
-        chunks: Chunks,
-        headers: dict[str, str],
-        conditional: str | None,
+    def _complete(
+        self, key: str, upload_id: str, etags: list[str], headers: dict[str, str], conditional: str | None
     ) -> str:
-        create_headers = {"Content-Type": headers["Content-Type"]}
+        body = _complete_body(etags)
+        complete_headers = {name: value for name, value in headers.items() if name.startswith("If-")}
         response = self._retrying(
-            key, lambda: self._request("POST", key, headers=create_headers, query={"uploads": ""})
+            key,
+            lambda: self._request(
+                "POST", key, body=body, headers=complete_headers, query={"uploadId": upload_id}
+            ),
+            conditional=conditional,
         )
-        upload_id = _text(ET.fromstring(response.data), "UploadId")
-        etags: list[str] = []
-        try:
-            while True:
-                if len(part) > self.part_size:
-                    rest = part[self.part_size :]
-                    del part[self.part_size :]
-                    self._upload_part(key, upload_id, len(etags) + 1, part, etags)
-                    part = rest
-                    continue
-                chunk = next(chunks, None)
-                if chunk is None:
-                    break
-                part += chunk
-            self._upload_part(key, upload_id, len(etags) + 1, part, etags)
-            body = _complete_body(etags)
-            complete_headers = {k: v for k, v in headers.items() if k.startswith("If-")}
-            response = self._retrying(
-                key,
-                lambda: self._request(
-                    "POST", key, body=body, headers=complete_headers, query={"uploadId": upload_id}
-                ),
-                conditional=conditional,
+        root = ET.fromstring(response.data)
+        if root.tag.endswith("Error"):
+            raise RemoteError(
+                f"S3 server failed to complete the upload of {key!r}: {_text(root, 'Message')}",
+                code=_text(root, "Code"),
             )
-            root = ET.fromstring(response.data)
-            if root.tag.endswith("Error"):
-                raise RemoteError(
-                    f"S3 server failed to complete the upload of {key!r}: {_text(root, 'Message')}",
-                    code=_text(root, "Code"),
-                )
-            return _etag(_text(root, "ETag"))
-        except BaseException:
-            # If the abort fails too, the server's lifecycle rules remove the parts.
-            with contextlib.suppress(MinioException, urllib3.exceptions.HTTPError, OSError):
-                self._request("DELETE", key, query={"uploadId": upload_id})
-            raise
+        return _etag(_text(root, "ETag"))
 
     def _upload_part(self, key: str, upload_id: str, number: int, data: bytearray, etags: list[str]) -> None:
         query = {"partNumber": str(number), "uploadId": upload_id}
@@ -412,6 +406,12 @@ class _ResponseReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         try:
             return self._response.readinto(buffer)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._storage._error(self._key, exc, None) from exc
+
+    def readall(self) -> bytes:
+        try:
+            return self._response.read()
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._storage._error(self._key, exc, None) from exc
 

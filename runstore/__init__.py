@@ -1,3 +1,24 @@
-"""runstore: the data layer of a CI run service, built on objstore (work in progress)."""
+"""runstore: the data layer of a CI run service, built on objstore."""
 
-__all__: list[str] = []
+from .caches import (
+    CacheGroup,
+    CacheStore,
+    RestoredCache,
+    cache_group_for_direct_run,
+    cache_group_for_project,
+)
+from .errors import InvalidIdError, RunstoreError
+from .sharing import CollectReport
+from .store import RunStore
+
+__all__ = [
+    "CacheGroup",
+    "CacheStore",
+    "CollectReport",
+    "InvalidIdError",
+    "RestoredCache",
+    "RunStore",
+    "RunstoreError",
+    "cache_group_for_direct_run",
+    "cache_group_for_project",
+]

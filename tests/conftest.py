@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from minio import Minio
 
-from objstore import S3Storage, Storage
+from objstore import MemoryStorage, S3Storage, Storage
 from objstore.posix import PosixStorage
 from objstore.posixflat import PosixFlatStorage
 from tests import s3server
@@ -36,7 +36,7 @@ settings.register_profile(
 )
 settings.load_profile("default")
 
-BACKENDS = ["posix", "posixflat", "s3"]
+BACKENDS = ["posix", "posixflat", "s3", "memory"]
 
 
 @attrs.frozen
@@ -125,7 +125,9 @@ def make_storage(backend: str, request: pytest.FixtureRequest) -> Iterator[Stora
 
     def make() -> Storage:
         storage: Storage
-        if backend == "s3":
+        if backend == "memory":
+            storage = MemoryStorage()
+        elif backend == "s3":
             endpoint: S3Endpoint = request.getfixturevalue("s3_endpoint")
             bucket = request.getfixturevalue("s3_bucket")()
             storage = endpoint.storage(bucket, part_size=5 << 20)

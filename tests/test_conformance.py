@@ -241,7 +241,7 @@ class FlatComparison(StoreComparison):
     keys = st.one_of(POSIX_KEYS, FLAT_KEYS)
 
 
-EXAMPLES = {"posix": 200, "posixflat": 200, "s3": 60}
+EXAMPLES = {"posix": 200, "posixflat": 200, "s3": 60, "memory": 200}
 
 
 def test_matches_model(backend: str, make_storage: StorageFactory) -> None:

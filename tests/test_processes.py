@@ -63,6 +63,7 @@ def test_writer_killed_mid_write_leaves_a_whole_version(
     assert check_version(reopened.read_bytes("k"))[0] in (999, 1)
 
 
+@pytest.mark.parametrize("backend", ["posix", "posixflat", "s3"])
 def test_concurrent_writers_leave_one_whole_version(make_storage: StorageFactory) -> None:
     storage = make_storage()
     writers = [start_writer(storage, "k", number, 8) for number in range(4)]

@@ -73,6 +73,10 @@ def test_unknown_size_streams_as_multipart(s3: S3Storage) -> None:
         s3.write("big", chunks(total), if_none_match=True)
     assert s3.stat("big").etag == etag
     assert s3.write("new-big", chunks(total), if_none_match=True).endswith("-3")
+    assert s3.write("two-parts", chunks(2 * PART)).endswith("-2")
+    assert s3.read_bytes("two-parts") == b"".join(chunks(2 * PART))
+    assert "-" not in s3.write("one-part", chunks(PART))
+    assert s3.stat("one-part").size == PART
 
 
 def test_multipart_if_match(s3: S3Storage, s3_endpoint: S3Endpoint) -> None:

@@ -1,0 +1,89 @@
+"""An in-memory backend: a flat namespace in a dict, for tests and examples."""
+
+from __future__ import annotations
+
+import bisect
+import io
+import itertools
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import BinaryIO
+
+from ._filetree import ListCursor, fold_levels
+from .errors import AlreadyExistsError, NotExistError, PreconditionFailedError
+from .info import CommonPrefix, ObjectInfo
+from .storage import Chunks, Storage
+
+
+class MemoryStorage(Storage):
+    """Objects in this process's memory; any key S3 accepts. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: list[bytes] = []  # sorted UTF-8 keys
+        self._objects: dict[str, tuple[bytes, ObjectInfo]] = {}
+        self._versions = itertools.count(1)
+
+    def _write(
+        self, key: str, chunks: Chunks, *, persist: bool, if_none_match: bool, if_match: str | None
+    ) -> str:
+        data = b"".join(chunks)
+        with self._lock:
+            current = self._objects.get(key)
+            if if_none_match and current is not None:
+                raise AlreadyExistsError(key)
+            if if_match is not None:
+                if current is None:
+                    raise NotExistError(key)
+                if current[1].etag != if_match:
+                    raise PreconditionFailedError(key, if_match)
+            info = ObjectInfo(key, len(data), datetime.now(timezone.utc), f"m{next(self._versions)}")
+            if current is None:
+                bisect.insort(self._keys, key.encode())
+            self._objects[key] = (data, info)
+            return info.etag
+
+    def _entry(self, key: str) -> tuple[bytes, ObjectInfo]:
+        with self._lock:
+            try:
+                return self._objects[key]
+            except KeyError:
+                raise NotExistError(key) from None
+
+    def _read(self, key: str) -> BinaryIO:
+        return io.BytesIO(self._entry(key)[0])
+
+    def _stat(self, key: str) -> ObjectInfo:
+        return self._entry(key)[1]
+
+    def _delete(self, key: str) -> None:
+        with self._lock:
+            if self._objects.pop(key, None) is not None:
+                del self._keys[bisect.bisect_left(self._keys, key.encode())]
+
+    def _list(self, prefix: str, start_after: str, recursive: bool) -> Iterator[ObjectInfo | CommonPrefix]:
+        cursor = ListCursor(start_after)
+        infos = self._walk(prefix, cursor)
+        return infos if recursive else fold_levels(prefix, infos, cursor)
+
+    def _walk(self, prefix: str, cursor: ListCursor) -> Iterator[ObjectInfo]:
+        # Every key below ``position`` (and ``position`` itself unless ``inclusive``) is passed.
+        inclusive = prefix > cursor.start_after
+        position = (prefix if inclusive else cursor.start_after).encode()
+        while True:
+            with self._lock:
+                find = bisect.bisect_left if inclusive else bisect.bisect_right
+                index = find(self._keys, position)
+                if index == len(self._keys):
+                    return
+                key = self._keys[index].decode()
+                info = self._objects[key][1]
+            if not key.startswith(prefix):
+                return
+            position, inclusive = key.encode(), False
+            if cursor.skip_prefix is not None and key.startswith(cursor.skip_prefix):
+                # jump past every key of the folded level
+                position = cursor.skip_prefix.encode() + b"\xff"
+                continue
+            yield info
