@@ -38,6 +38,7 @@ from .info import CommonPrefix, ObjectInfo
 from .storage import Chunks, Storage
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO never blocks
 _LOCK_STRIPES = 4096
 _COMMIT_ATTEMPTS = 100
 DEFAULT_TMP_GRACE = 3600.0
@@ -386,16 +387,15 @@ class FileTreeStorage(Storage):
 
     # -- reading ---------------------------------------------------------------
 
-    def _open_file(self, key: str) -> int:
+    def _open_file(self, key: str) -> tuple[int, os.stat_result]:
+        """Open the object's file for reading: its fd and stat. Never blocks, never follows a link."""
         *dirs, name = self._path(key)
         try:
             fds = self._open_dirs(key, dirs, create=False)
         except FileNotFoundError as exc:
             raise NotExistError(key) from exc
         try:
-            fd = os.open(
-                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fds[-1] if fds else self._data_fd
-            )
+            fd = os.open(name, _FILE_FLAGS, dir_fd=fds[-1] if fds else self._data_fd)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise NotExistError(key) from exc
         except OSError as exc:
@@ -404,20 +404,34 @@ class FileTreeStorage(Storage):
             raise _os_error(key, exc) from exc
         finally:
             self._close(fds)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise NotExistError(key)
-        return fd
+        return fd, st
 
     def _read(self, key: str) -> BinaryIO:
-        return open(self._open_file(key), "rb")
+        fd, _ = self._open_file(key)
+        return open(fd, "rb")
 
-    def _stat(self, key: str) -> ObjectInfo:
-        fd = self._open_file(key)
+    def read_bytes(self, key: str) -> bytes:
+        fd, st = self._open_file(self.check_key(key))
         try:
-            return _info(key, os.fstat(fd))
+            chunks = []
+            remaining = st.st_size  # objects are never changed in place
+            while remaining > 0 and (chunk := os.read(fd, remaining)):
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except OSError as exc:
+            raise _os_error(key, exc) from exc
         finally:
             os.close(fd)
+
+    def _stat(self, key: str) -> ObjectInfo:
+        fd, st = self._open_file(key)
+        os.close(fd)
+        return _info(key, st)
 
     # -- deleting ---------------------------------------------------------------
 

@@ -221,6 +221,11 @@ def test_posix_listing_hides_foreign_entries(tmp_path: os.PathLike[str]) -> None
     with open(os.path.join(os.fsencode(data), b"bad\xffname"), "wb"):
         pass
     assert [entry.key for entry in storage.list(recursive=False)] == ["a/"]
+    for key in ("fifo", "empty"):
+        with pytest.raises(NotExistError):
+            storage.read_bytes(key)  # never blocks on the FIFO
+        with pytest.raises(NotExistError):
+            storage.read(key)
     assert [entry.key for entry in storage.list()] == ["a/b"]
     storage.write("empty", b"the empty folders give way")
     assert storage.read_bytes("empty") == b"the empty folders give way"
