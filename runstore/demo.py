@@ -1,0 +1,118 @@
+"""The main job: a runservice and an executor on loopback run a small pipeline, restart it,
+and delete both runs, showing that shared logs live exactly as long as a run uses them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+from objstore import NotExistError, PosixStorage
+
+from .service.api import serve
+from .service.executor import Executor
+from .service.model import Run, RunConfig, RunPhase, Step, StepKind, TaskConfig
+from .service.runservice import RunService
+
+PIPELINE = RunConfig(
+    tasks=[
+        TaskConfig(
+            name="checkout",
+            steps=[
+                Step(StepKind.RUN, "fetch sources", command="mkdir -p src && echo 'print(42)' > src/app.py"),
+                Step(StepKind.SAVE_TO_WORKSPACE, "keep sources", paths=["src"]),
+            ],
+        ),
+        TaskConfig(
+            name="dependencies",
+            steps=[
+                Step(StepKind.RESTORE_CACHE, "restore deps", keys=["deps-v1"]),
+                Step(
+                    StepKind.RUN,
+                    "install deps",
+                    command="if [ -f deps/lib.txt ]; then echo 'deps from cache'; "
+                    "else mkdir -p deps && echo lib > deps/lib.txt && echo 'deps installed'; fi",
+                ),
+                Step(StepKind.SAVE_CACHE, "cache deps", paths=["deps"], keys=["deps-v1"]),
+            ],
+        ),
+        TaskConfig(
+            name="test",
+            depends=["checkout", "dependencies"],
+            steps=[
+                Step(StepKind.RESTORE_WORKSPACE, "restore sources"),
+                Step(StepKind.RUN, "run tests", command="cat src/app.py && echo 'all tests passed'"),
+            ],
+        ),
+    ]
+)
+
+
+def wait_finished(service: RunService, run_id: str, timeout: float = 60.0) -> Run:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = service.runs.get(run_id)
+        if run.phase is RunPhase.FINISHED:
+            return run
+        time.sleep(0.1)
+    raise TimeoutError(f"run {run_id} did not finish in {timeout} s")
+
+
+def show(run: Run) -> None:
+    print(f"  run {run.id}: {run.phase.value}, {run.result.value}")
+    for task in run.tasks:
+        how = "shared with the restarted run" if task.shared else "ran"
+        print(f"    {task.name:<13} {task.status.value:<8} task {task.id} ({how})")
+
+
+def read_log(service: RunService, run: Run, name: str, step: int) -> str:
+    with service.store.open_log(run.task(name).id, step) as stream:
+        return stream.read().decode().strip()
+
+
+def demo(store_path: str) -> int:
+    started = time.monotonic()
+    storage = PosixStorage(store_path)
+    executor_dir = tempfile.mkdtemp(prefix="runstore-executor-")
+    service = RunService(storage, interval=0.1)
+    server = serve(service)
+    executor = Executor(
+        server.url, executor_dir, executor_id="demo-executor", active_tasks_limit=2, interval=0.1
+    )
+    executor.start()
+    print(f"runservice at {server.url}, store in {os.path.abspath(store_path)}")
+    print(f"executor at {executor.url}, working in {executor_dir}")
+    try:
+        first = service.create_run(PIPELINE, "/project/demo/branch/main")
+        print(f"1. run {first.id}: checkout and dependencies, then test (which depends on both)")
+        first = wait_finished(service, first.id)
+        show(first)
+        print(f"   test log: {read_log(service, first, 'test', 1)!r}")
+
+        second = service.restart_run(first.id)
+        print(f"2. restart: run {second.id}")
+        second = wait_finished(service, second.id)
+        show(second)
+
+        service.delete_run(first.id)
+        print(f"3. deleted run {first.id}; the shared test log survives for run {second.id}:")
+        print(f"   {read_log(service, second, 'test', 1)!r}")
+
+        service.delete_run(second.id)
+        print(f"4. deleted run {second.id}; the test log is gone:")
+        try:
+            read_log(service, second, "test", 1)
+        except NotExistError as error:
+            print(f"   {error}")
+        else:
+            raise AssertionError("the log outlived every run that used it")
+        left = [entry.key for entry in storage.list("logs/")]
+        print(f"   task logs left in the store: {len(left)}")
+    finally:
+        executor.stop()
+        server.stop()
+        service.stop()
+        shutil.rmtree(executor_dir, ignore_errors=True)
+    print(f"demo finished in {time.monotonic() - started:.1f} s")
+    return 0

@@ -1,0 +1,175 @@
+"""The runservice's HTTP API (see docs/runservice.md)."""
+
+from __future__ import annotations
+
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import wrap_file
+
+from objstore import NotExistError as ObjectMissing
+
+from ..caches import CacheGroup
+from ..errors import InvalidIdError
+from ..ids import check_archive_step, check_id, check_step
+from .errors import BadRequestError, NotExistError
+from .http import JsonApp, ServerThread, json_response, read_json
+from .model import ExecutorStatus, ExecutorTaskStatus, RunConfig
+from .runservice import RunService
+
+MAX_UPLOAD = 1 << 30
+
+
+def _id(kind: str, value: str) -> str:
+    try:
+        return check_id(kind, value)
+    except InvalidIdError as exc:
+        raise BadRequestError(str(exc)) from exc
+
+
+def _step(value: str) -> int | str:
+    try:
+        return check_step(value if value == "setup" else int(value))
+    except (ValueError, InvalidIdError) as exc:
+        raise BadRequestError(f"invalid step {value!r}: a step is an int >= 0 or 'setup'") from exc
+
+
+class RunServiceApp(JsonApp):
+    """Routes requests to a :class:`RunService`."""
+
+    routes = Map(
+        [
+            Rule("/api/v1/executors/<executor_id>", methods=["PUT"], endpoint="put_executor"),
+            Rule("/api/v1/executors/<executor_id>", methods=["DELETE"], endpoint="delete_executor"),
+            Rule("/api/v1/executors/<executor_id>/tasks", methods=["GET"], endpoint="executor_tasks"),
+            Rule("/api/v1/executortasks/<task_id>/status", methods=["PUT"], endpoint="task_status"),
+            Rule("/api/v1/workspacearchives/<task_id>/<step>", methods=["GET"], endpoint="archive"),
+            Rule("/api/v1/caches", methods=["GET"], endpoint="restore_cache"),
+            Rule("/api/v1/caches", methods=["PUT"], endpoint="save_cache"),
+            Rule("/api/v1/runs", methods=["POST"], endpoint="create_run"),
+            Rule("/api/v1/runs/<run_id>", methods=["GET"], endpoint="get_run"),
+            Rule("/api/v1/runs/<run_id>", methods=["DELETE"], endpoint="delete_run"),
+            Rule("/api/v1/runs/<run_id>/restart", methods=["POST"], endpoint="restart_run"),
+            Rule("/api/v1/runs/<run_id>/tasks/<task_name>/logs/<step>", methods=["GET"], endpoint="run_log"),
+        ]
+    )
+
+    def __init__(self, service: RunService) -> None:
+        self.service = service
+
+    # -- executors -------------------------------------------------------------------
+
+    def put_executor(self, request: Request, executor_id: str) -> Response:
+        executor_id = _id("executor id", executor_id)
+        status = read_json(request, ExecutorStatus)
+        if status.active_tasks_limit < 1:
+            raise BadRequestError(f"active_tasks_limit is at least 1, not {status.active_tasks_limit}")
+        return json_response(self.service.executor_status(executor_id, status))
+
+    def delete_executor(self, request: Request, executor_id: str) -> Response:
+        self.service.delete_executor(_id("executor id", executor_id))
+        return json_response({})
+
+    def executor_tasks(self, request: Request, executor_id: str) -> Response:
+        return json_response(self.service.tasks_of_executor(_id("executor id", executor_id)))
+
+    def task_status(self, request: Request, task_id: str) -> Response:
+        task_id = _id("task id", task_id)
+        status = read_json(request, ExecutorTaskStatus)
+        self.service.executor_task_status(task_id, status)
+        return json_response({})
+
+    def archive(self, request: Request, task_id: str, step: str) -> Response:
+        try:
+            number = check_archive_step(int(step))
+        except (ValueError, InvalidIdError) as exc:
+            raise BadRequestError(f"invalid archive step {step!r}") from exc
+        try:
+            stream = self.service.store.open_archive(_id("task id", task_id), number)
+        except ObjectMissing as exc:
+            raise NotExistError(f"task {task_id!r} has no archive of step {number}") from exc
+        return Response(
+            wrap_file(request.environ, stream), content_type="application/x-tar", direct_passthrough=True
+        )
+
+    def _caches(self, request: Request) -> tuple[str, list[str]]:
+        group = request.args.get("group", "")
+        keys = request.args.getlist("key")
+        if not group or not keys:
+            raise BadRequestError("a cache request names its group and at least one key")
+        return group, keys
+
+    def restore_cache(self, request: Request) -> Response:
+        group, keys = self._caches(request)
+        try:
+            caches = self.service.store.caches(_cache_group(group))
+            found = caches.restore(keys)
+        except InvalidIdError as exc:
+            raise BadRequestError(str(exc)) from exc
+        if found is None:
+            raise NotExistError(f"no cache matches {keys} in group {group!r}")
+        response = Response(
+            wrap_file(request.environ, found.stream),
+            content_type="application/x-tar",
+            direct_passthrough=True,
+        )
+        response.headers["X-Cache-Key"] = found.key
+        return response
+
+    def save_cache(self, request: Request) -> Response:
+        group, keys = self._caches(request)
+        if request.content_length is not None and request.content_length > MAX_UPLOAD:
+            raise BadRequestError(f"a cache is at most {MAX_UPLOAD} bytes")
+        try:
+            saved = self.service.store.caches(_cache_group(group)).save(keys[0], request.stream)
+        except InvalidIdError as exc:
+            raise BadRequestError(str(exc)) from exc
+        return json_response({"saved": saved})
+
+    # -- users -------------------------------------------------------------------------
+
+    def create_run(self, request: Request) -> Response:
+        group = request.args.get("group", "")
+        config = read_json(request, RunConfig)
+        run = self.service.create_run(config, group, repo_uuid=request.args.get("repo_uuid", ""))
+        return json_response(run, status=201)
+
+    def get_run(self, request: Request, run_id: str) -> Response:
+        return json_response(self.service.runs.get(_id("run id", run_id)))
+
+    def delete_run(self, request: Request, run_id: str) -> Response:
+        self.service.delete_run(_id("run id", run_id))
+        return json_response({})
+
+    def restart_run(self, request: Request, run_id: str) -> Response:
+        return json_response(self.service.restart_run(_id("run id", run_id)), status=201)
+
+    def run_log(self, request: Request, run_id: str, task_name: str, step: str) -> Response:
+        run = self.service.runs.get(_id("run id", run_id))
+        try:
+            task = run.task(task_name)
+        except KeyError:
+            raise NotExistError(f"run {run_id!r} has no task {task_name!r}") from None
+        try:
+            stream = self.service.store.open_log(task.id, _step(step))
+        except ObjectMissing as exc:
+            raise NotExistError(f"task {task_name!r} of run {run_id!r} has no log {step!r} (yet)") from exc
+        return Response(
+            wrap_file(request.environ, stream), content_type="text/plain", direct_passthrough=True
+        )
+
+
+def _cache_group(path: str) -> CacheGroup:
+    parts = path.split("/")
+    if not path or any(not part for part in parts) or parts[0] not in ("projects", "users", "groups"):
+        raise BadRequestError(f"invalid cache group {path!r}")
+    for part in parts:
+        _id("cache group part", part)
+    return CacheGroup(path)
+
+
+def serve(
+    service: RunService, host: str = "127.0.0.1", port: int = 0, *, wait_for_lease: bool = True
+) -> ServerThread:
+    """Start the runservice's loops and its HTTP API; the server thread (``.url``)."""
+    service.start(wait_for_lease=wait_for_lease)
+    return ServerThread(RunServiceApp(service), host, port).start()

@@ -1,0 +1,90 @@
+"""One error hierarchy for the run service, with the kinds an HTTP status carries.
+
+A handler maps an error's ``kind`` to a status code and a JSON body ``{"kind": ...,
+"message": ...}``; a client turns such a response back into a :class:`RemoteServiceError`
+of the same kind, distinct from the local errors.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorKind(enum.Enum):
+    BAD_REQUEST = "bad_request"
+    NOT_EXIST = "not_exist"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    CONFLICT = "conflict"
+    INTERNAL = "internal"
+
+    @property
+    def status(self) -> int:
+        return _STATUS[self]
+
+    @classmethod
+    def from_status(cls, status: int) -> ErrorKind:
+        for kind, code in _STATUS.items():
+            if code == status:
+                return kind
+        return cls.BAD_REQUEST if 400 <= status < 500 else cls.INTERNAL
+
+
+_STATUS = {
+    ErrorKind.BAD_REQUEST: 400,
+    ErrorKind.UNAUTHORIZED: 401,
+    ErrorKind.FORBIDDEN: 403,
+    ErrorKind.NOT_EXIST: 404,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.INTERNAL: 500,
+}
+
+
+class ServiceError(Exception):
+    """Base of the run service's errors; ``kind`` says which HTTP status it maps to."""
+
+    kind = ErrorKind.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequestError(ServiceError):
+    kind = ErrorKind.BAD_REQUEST
+
+
+class NotExistError(ServiceError):
+    kind = ErrorKind.NOT_EXIST
+
+
+class UnauthorizedError(ServiceError):
+    kind = ErrorKind.UNAUTHORIZED
+
+
+class ForbiddenError(ServiceError):
+    kind = ErrorKind.FORBIDDEN
+
+
+class ConflictError(ServiceError):
+    kind = ErrorKind.CONFLICT
+
+
+class InternalError(ServiceError):
+    kind = ErrorKind.INTERNAL
+
+
+class RemoteServiceError(ServiceError):
+    """An error response from another run service component (``kind`` from its body)."""
+
+    def __init__(self, kind: ErrorKind, message: str, status: int) -> None:
+        super().__init__(f"{kind.value} ({status}): {message}")
+        self.kind = kind
+        self.status = status
+        self.remote_message = message
+
+
+class LeaseHeldError(ServiceError):
+    """Another runservice instance owns the store."""
+
+    kind = ErrorKind.CONFLICT

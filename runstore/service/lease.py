@@ -1,0 +1,86 @@
+"""One runservice at a time owns a store: a lease object renewed with conditional writes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+from objstore import AlreadyExistsError, NotExistError, PreconditionFailedError, Storage
+
+from .errors import LeaseHeldError
+
+LEASE_KEY = "runservice/lease"
+
+
+class Lease:
+    """The lease of ``owner`` on a store, valid for ``ttl`` after each renewal."""
+
+    def __init__(self, storage: Storage, owner: str, ttl: timedelta = timedelta(seconds=15)) -> None:
+        self.storage = storage
+        self.owner = owner
+        self.ttl = ttl
+        self._etag: str | None = None
+
+    def _body(self) -> bytes:
+        expires = datetime.now(timezone.utc) + self.ttl
+        return json.dumps({"owner": self.owner, "expires": expires.isoformat()}).encode()
+
+    def try_acquire(self) -> bool:
+        """Take the lease if it is free or expired; whether this owner holds it now."""
+        try:
+            self._etag = self.storage.write(LEASE_KEY, self._body(), if_none_match=True)
+            return True
+        except AlreadyExistsError:
+            pass
+        try:
+            info = self.storage.stat(LEASE_KEY)
+            current = json.loads(self.storage.read_bytes(LEASE_KEY))
+        except NotExistError:
+            return self.try_acquire()
+        if current["owner"] != self.owner and datetime.fromisoformat(current["expires"]) > datetime.now(
+            timezone.utc
+        ):
+            return False
+        try:
+            self._etag = self.storage.write(LEASE_KEY, self._body(), if_match=info.etag)
+        except (PreconditionFailedError, NotExistError):
+            return False
+        return True
+
+    def holder(self) -> str:
+        """Who holds the lease (possibly expired), or "" if nobody."""
+        try:
+            return str(json.loads(self.storage.read_bytes(LEASE_KEY))["owner"])
+        except NotExistError:
+            return ""
+
+    def acquire(self, *, wait: bool, timeout: float = 60.0) -> None:
+        """Take the lease; if another instance holds it, wait for it or raise ``LeaseHeldError``."""
+        deadline = time.monotonic() + timeout
+        while not self.try_acquire():
+            if not wait or time.monotonic() > deadline:
+                raise LeaseHeldError(
+                    f"another runservice ({self.holder()}) owns this store; stop it or wait for its lease"
+                    f" to expire (at most {self.ttl.total_seconds():.0f} s after it stops)"
+                )
+            time.sleep(min(1.0, self.ttl.total_seconds() / 5))
+
+    def renew(self) -> None:
+        """Extend the lease; ``LeaseHeldError`` if it was lost meanwhile."""
+        if self._etag is None:
+            raise LeaseHeldError("the lease was never acquired")
+        try:
+            self._etag = self.storage.write(LEASE_KEY, self._body(), if_match=self._etag)
+        except (PreconditionFailedError, NotExistError) as exc:
+            self._etag = None
+            raise LeaseHeldError("the lease was lost to another runservice") from exc
+
+    def release(self) -> None:
+        if self._etag is not None:
+            with contextlib.suppress(PreconditionFailedError, NotExistError):
+                self.storage.write(
+                    LEASE_KEY, b'{"owner": "", "expires": "1970-01-01T00:00:00+00:00"}', if_match=self._etag
+                )
+            self._etag = None

@@ -1,0 +1,218 @@
+"""The documents of the run service: runs, run tasks, executors and executor tasks.
+
+Every class here is a frozen attrs value; documents change by replacing them
+(``attrs.evolve``) and are stored as JSON (see :mod:`runstore.service.codec`).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import attrs
+
+
+class StepKind(enum.Enum):
+    """What a step does."""
+
+    RUN = "run"  # run a shell command in the workspace
+    SAVE_TO_WORKSPACE = "save_to_workspace"  # tar paths of the workspace: one archive per step
+    RESTORE_WORKSPACE = "restore_workspace"  # extract the archives of the parent tasks
+    SAVE_CACHE = "save_cache"  # tar paths of the workspace as the cache ``key``
+    RESTORE_CACHE = "restore_cache"  # extract the first cache matching ``keys``
+
+
+@attrs.frozen
+class Step:
+    """One step of a task, as the run config gives it."""
+
+    kind: StepKind
+    name: str = ""
+    command: str = ""  # RUN
+    paths: list[str] = attrs.field(factory=list)  # SAVE_TO_WORKSPACE, SAVE_CACHE
+    keys: list[str] = attrs.field(factory=list)  # SAVE_CACHE (the first), RESTORE_CACHE
+
+
+@attrs.frozen
+class TaskConfig:
+    """A task of a run config: its steps, the tasks it depends on, its environment."""
+
+    name: str
+    steps: list[Step]
+    depends: list[str] = attrs.field(factory=list)
+    environment: dict[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class RunConfig:
+    """What a run is made of."""
+
+    tasks: list[TaskConfig]
+
+
+class RunPhase(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+class RunResult(enum.Enum):
+    UNKNOWN = "unknown"
+    SUCCESS = "success"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class TaskStatus(enum.Enum):
+    NOTSTARTED = "notstarted"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (TaskStatus.NOTSTARTED, TaskStatus.RUNNING)
+
+
+class ExecutorTaskPhase(enum.Enum):
+    NOTSTARTED = "notstarted"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (ExecutorTaskPhase.NOTSTARTED, ExecutorTaskPhase.RUNNING)
+
+
+class FetchPhase(enum.Enum):
+    NOTSTARTED = "notstarted"
+    FINISHED = "finished"
+    UNAVAILABLE = "unavailable"  # the executor was gone
+
+
+@attrs.frozen
+class StepState:
+    """How a step went: its phase, start and end times, and exit code (RUN steps)."""
+
+    phase: ExecutorTaskPhase = ExecutorTaskPhase.NOTSTARTED
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    exit_code: int | None = None
+
+
+@attrs.frozen
+class RunTask:
+    """A task of a run. ``id`` names its data in the ``RunStore``; a shared task keeps the id."""
+
+    id: str
+    name: str
+    steps: list[Step]
+    depends: list[str] = attrs.field(factory=list)
+    environment: dict[str, str] = attrs.field(factory=dict)
+    status: TaskStatus = TaskStatus.NOTSTARTED
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    step_states: list[StepState] = attrs.field(factory=list)
+    error: str = ""
+    registered: bool = False  # the run references the task's data in the RunStore
+    shared: bool = False  # reused from the run this one restarts
+    setup_log_fetch: FetchPhase = FetchPhase.NOTSTARTED
+    step_log_fetch: list[FetchPhase] = attrs.field(factory=list)
+    archive_fetch: dict[str, FetchPhase] = attrs.field(factory=dict)  # step index -> phase
+
+    @property
+    def fetched(self) -> bool:
+        """Whether every log and archive of the task was fetched (or cannot be)."""
+        phases = [self.setup_log_fetch, *self.step_log_fetch, *self.archive_fetch.values()]
+        return all(phase is not FetchPhase.NOTSTARTED for phase in phases)
+
+
+@attrs.frozen
+class Run:
+    """A run: its tasks (in config order), phase and result.
+
+    ``group`` is ``/project/<id>/branch/<name>``, ``/project/<id>/pr/<n>`` or
+    ``/user/<id>/branch/<name>`` (a branch name may contain "/").
+    """
+
+    id: str
+    group: str
+    cache_group: str  # a CacheGroup path
+    tasks: list[RunTask]
+    phase: RunPhase = RunPhase.QUEUED
+    result: RunResult = RunResult.UNKNOWN
+    creation_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    restarted_from: str = ""
+
+    def task(self, name: str) -> RunTask:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(name)
+
+
+@attrs.frozen
+class Executor:
+    """An executor as it last reported itself."""
+
+    id: str
+    listen_url: str
+    active_tasks_limit: int
+    active_tasks: list[str] = attrs.field(factory=list)
+    last_status_time: datetime | None = None
+
+
+@attrs.frozen
+class ArchiveRef:
+    """A workspace archive to restore: the task that saved it and the step."""
+
+    task_id: str
+    step: int
+
+
+@attrs.frozen
+class ExecutorTask:
+    """A run task handed to an executor; ``id`` is the run task's id (at most one each)."""
+
+    id: str
+    run_id: str
+    executor_id: str
+    task_name: str
+    steps: list[Step]
+    environment: dict[str, str] = attrs.field(factory=dict)
+    cache_group: str = ""
+    workspace: list[ArchiveRef] = attrs.field(factory=list)  # for RESTORE_WORKSPACE, in order
+    phase: ExecutorTaskPhase = ExecutorTaskPhase.NOTSTARTED
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    step_states: list[StepState] = attrs.field(factory=list)
+    error: str = ""
+
+
+@attrs.frozen
+class ExecutorTaskStatus:
+    """What an executor reports of one of its tasks."""
+
+    phase: ExecutorTaskPhase
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    step_states: list[StepState] = attrs.field(factory=list)
+    error: str = ""
+
+
+@attrs.frozen
+class ExecutorStatus:
+    """What an executor reports of itself."""
+
+    listen_url: str
+    active_tasks_limit: int
+    active_tasks: list[str] = attrs.field(factory=list)

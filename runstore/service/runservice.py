@@ -1,0 +1,582 @@
+"""The runservice: owns runs, hands runnable tasks to executors, fetches their data.
+
+Its state is three kinds of documents in an objstore ``Storage`` (runs, executors,
+executor tasks), changed by compare-and-swap. One instance at a time owns a store
+(:class:`Lease`). The loops (:meth:`RunService.schedule_once`, :meth:`fetch_once`,
+:meth:`check_executor_tasks_once`, :meth:`reap_executors_once`) run in one thread;
+the HTTP handlers run concurrently with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import BinaryIO
+
+import attrs
+
+from objstore import AlreadyExistsError, Storage
+from objstore import NotExistError as ObjectMissing
+
+from ..store import RunStore
+from .errors import ConflictError, NotExistError, RemoteServiceError, ServiceError
+from .http import ServiceClient, UnreachableError
+from .lease import Lease
+from .model import (
+    ArchiveRef,
+    Executor,
+    ExecutorStatus,
+    ExecutorTask,
+    ExecutorTaskPhase,
+    ExecutorTaskStatus,
+    FetchPhase,
+    Run,
+    RunConfig,
+    RunPhase,
+    RunResult,
+    RunTask,
+    Step,
+    StepKind,
+    StepState,
+    TaskStatus,
+)
+from .runconfig import check_group, check_run_config
+from .state import Documents
+
+log = logging.getLogger(__name__)
+
+# The phases an executor-task phase may follow; a run task's status follows the same rule
+# (a TaskStatus has the value of the ExecutorTaskPhase it mirrors).
+_ALLOWED_FROM: dict[ExecutorTaskPhase, tuple[ExecutorTaskPhase, ...]] = {
+    ExecutorTaskPhase.RUNNING: (ExecutorTaskPhase.NOTSTARTED,),
+    ExecutorTaskPhase.SUCCESS: (ExecutorTaskPhase.RUNNING,),
+    ExecutorTaskPhase.STOPPED: (ExecutorTaskPhase.RUNNING,),
+    ExecutorTaskPhase.FAILED: (ExecutorTaskPhase.NOTSTARTED, ExecutorTaskPhase.RUNNING),
+    ExecutorTaskPhase.CANCELLED: (ExecutorTaskPhase.NOTSTARTED,),
+}
+
+
+def allowed(current: ExecutorTaskPhase, new: ExecutorTaskPhase) -> bool:
+    """Whether a task in phase ``current`` may move to ``new``."""
+    return current in _ALLOWED_FROM.get(new, ())
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{now():%Y%m%d%H%M%S}-{secrets.token_hex(4)}"
+
+
+class RunService:
+    """The scheduler of a CI run service over one store."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        executor_timeout: timedelta = timedelta(seconds=30),
+        interval: float = 0.5,
+        lease_ttl: timedelta = timedelta(seconds=15),
+    ) -> None:
+        self.storage = storage
+        self.store = RunStore(storage)
+        self.runs = Documents(storage, "runs", Run)
+        self.executors = Documents(storage, "executors", Executor)
+        self.executor_tasks = Documents(storage, "executortasks", ExecutorTask)
+        self.executor_timeout = executor_timeout
+        self.interval = interval
+        self.lease = Lease(storage, f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}", lease_ttl)
+        self._stop = threading.Event()
+        self._loop: threading.Thread | None = None
+        self._clients: dict[str, ServiceClient] = {}
+
+    # -- runs ------------------------------------------------------------------------
+
+    def create_run(self, config: RunConfig, group: str, *, repo_uuid: str = "") -> Run:
+        """A new queued run of ``config`` in ``group``."""
+        check_run_config(config)
+        cache_group = check_group(group, repo_uuid)
+        run = Run(
+            id=new_id("run-"),
+            group=group,
+            cache_group=cache_group.path,
+            tasks=[
+                _fresh_task(task.name, task.steps, task.depends, task.environment) for task in config.tasks
+            ],
+            creation_time=now(),
+        )
+        self.runs.create(run.id, run)
+        log.info("run %s created in %s with %d tasks", run.id, group, len(run.tasks))
+        return run
+
+    def restart_run(self, run_id: str) -> Run:
+        """A new run of a finished run's config that shares its successful tasks."""
+        old = self.runs.get(run_id)
+        if old.phase is not RunPhase.FINISHED:
+            raise ConflictError(f"run {run_id!r} is {old.phase.value}: only a finished run can be restarted")
+        run_id_new = new_id("run-")
+        tasks = []
+        for task in old.tasks:
+            shareable = task.status is TaskStatus.SUCCESS and task.fetched and task.registered
+            if shareable and self.store.add_run(run_id_new, task.id):
+                tasks.append(attrs.evolve(task, shared=True))
+            else:
+                tasks.append(_fresh_task(task.name, task.steps, task.depends, task.environment))
+        run = Run(
+            id=run_id_new,
+            group=old.group,
+            cache_group=old.cache_group,
+            tasks=tasks,
+            creation_time=now(),
+            restarted_from=old.id,
+        )
+        self.runs.create(run.id, run)
+        log.info(
+            "run %s restarts %s, sharing %d of %d tasks",
+            run.id,
+            old.id,
+            sum(task.shared for task in tasks),
+            len(tasks),
+        )
+        return run
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a finished run and drop its references to task data."""
+        run = self.runs.get(run_id)
+        if run.phase not in (RunPhase.FINISHED, RunPhase.CANCELLED):
+            raise ConflictError(f"run {run_id!r} is {run.phase.value}: only a finished run can be deleted")
+        self.store.delete_run(run.id, [task.id for task in run.tasks if task.registered])
+        self.runs.delete(run.id)
+        log.info("run %s deleted", run.id)
+
+    # -- executors -------------------------------------------------------------------
+
+    def executor_status(self, executor_id: str, status: ExecutorStatus) -> Executor:
+        """Register an executor, or refresh what it reports."""
+        executor = Executor(
+            id=executor_id,
+            listen_url=status.listen_url,
+            active_tasks_limit=status.active_tasks_limit,
+            active_tasks=status.active_tasks,
+            last_status_time=now(),
+        )
+        self.executors.put(executor_id, executor)
+        return executor
+
+    def tasks_of_executor(self, executor_id: str) -> list[ExecutorTask]:
+        if not self.executors.exists(executor_id):
+            raise NotExistError(f"executor {executor_id!r} is not registered")
+        return [task for task in self.executor_tasks.all() if task.executor_id == executor_id]
+
+    def delete_executor(self, executor_id: str) -> None:
+        """Delete an executor's record only; its tasks are the checker's business."""
+        self.executors.delete(executor_id)
+        log.info("executor %s deleted", executor_id)
+
+    def executor_task_status(self, task_id: str, status: ExecutorTaskStatus) -> None:
+        """Apply what an executor reports of a task, if its current state allows it."""
+
+        def change(task: ExecutorTask) -> ExecutorTask | None:
+            if status.phase is not task.phase and not allowed(task.phase, status.phase):
+                log.warning(
+                    "executor task %s: %s -> %s ignored", task.id, task.phase.value, status.phase.value
+                )
+                return None
+            return attrs.evolve(
+                task,
+                phase=status.phase,
+                start_time=status.start_time,
+                end_time=status.end_time,
+                step_states=status.step_states,
+                error=status.error,
+            )
+
+        task = self.executor_tasks.update(task_id, change)
+        assert task is not None
+        self._follow(task)
+
+    def _follow(self, executor_task: ExecutorTask) -> None:
+        """Make the run task follow its executor task, where the transition is allowed."""
+
+        def change(run: Run) -> Run | None:
+            task = _find(run, executor_task.id)
+            if task is None:
+                return None
+            target = TaskStatus(executor_task.phase.value)
+            if task.status is not target and not allowed(
+                ExecutorTaskPhase(task.status.value), executor_task.phase
+            ):
+                log.warning("task %s: %s -> %s ignored", task.id, task.status.value, target.value)
+                return None
+            updated = attrs.evolve(
+                task,
+                status=target,
+                start_time=executor_task.start_time or task.start_time,
+                end_time=executor_task.end_time,
+                step_states=executor_task.step_states or task.step_states,
+                error=executor_task.error,
+            )
+            return _replace_task(run, updated)
+
+        try:
+            self.runs.update(executor_task.run_id, change)
+        except NotExistError:
+            log.warning("executor task %s belongs to a deleted run", executor_task.id)
+
+    # -- the loops -------------------------------------------------------------------
+
+    def schedule_once(self) -> None:
+        """Advance every unfinished run: skip, assign, start and finish tasks and runs."""
+        for run in list(self.runs.all()):
+            if run.phase in (RunPhase.FINISHED, RunPhase.CANCELLED):
+                continue
+            try:
+                self._advance(run.id)
+            except ServiceError:
+                log.exception("advancing run %s failed", run.id)
+
+    def _advance(self, run_id: str) -> None:
+        def settle(run: Run) -> Run | None:
+            tasks = []
+            for task in run.tasks:
+                if task.status is TaskStatus.NOTSTARTED:
+                    parents = [run.task(name) for name in task.depends]
+                    if any(p.status in _BLOCKING for p in parents):
+                        task = attrs.evolve(task, status=TaskStatus.SKIPPED, end_time=now())
+                tasks.append(task)
+            run = attrs.evolve(run, tasks=tasks)
+            if any(task.status is TaskStatus.FAILED for task in tasks):
+                run = attrs.evolve(run, result=RunResult.FAILED)
+            if run.phase is RunPhase.QUEUED:
+                run = attrs.evolve(run, phase=RunPhase.RUNNING, start_time=now())
+            return run
+
+        run = self.runs.update(run_id, settle)
+        assert run is not None
+        for task in run.tasks:
+            if task.status is TaskStatus.NOTSTARTED and all(
+                run.task(name).status is TaskStatus.SUCCESS for name in task.depends
+            ):
+                self._assign(run, task)
+        self._finish_if_done(run_id)
+
+    def _assign(self, run: Run, task: RunTask) -> None:
+        if self.executor_tasks.exists(task.id):
+            return
+        executor = self._choose_executor()
+        if executor is None:
+            return
+        if not task.registered:
+            # The run's marker comes before any data; AlreadyExistsError means an earlier
+            # attempt registered the task but did not record it.
+            with contextlib.suppress(AlreadyExistsError):
+                self.store.create_task(run.id, task.id)
+            self._change_task(run.id, task.id, lambda t: attrs.evolve(t, registered=True))
+        executor_task = ExecutorTask(
+            id=task.id,
+            run_id=run.id,
+            executor_id=executor.id,
+            task_name=task.name,
+            steps=task.steps,
+            environment=task.environment,
+            cache_group=run.cache_group,
+            workspace=self._workspace_of(run, task),
+            step_states=[StepState() for _ in task.steps],
+        )
+        try:
+            self.executor_tasks.create(task.id, executor_task)
+        except AlreadyExistsError:
+            return
+        log.info("task %s (%s of run %s) assigned to executor %s", task.id, task.name, run.id, executor.id)
+
+    def _workspace_of(self, run: Run, task: RunTask) -> list[ArchiveRef]:
+        """The archives a task restores: those of its ancestors, parents' ancestors first."""
+        order: list[str] = []
+
+        def visit(name: str) -> None:
+            for parent in run.task(name).depends:
+                visit(parent)
+                if parent not in order:
+                    order.append(parent)
+
+        visit(task.name)
+        return [
+            ArchiveRef(run.task(name).id, number)
+            for name in order
+            for number, step in enumerate(run.task(name).steps)
+            if step.kind is StepKind.SAVE_TO_WORKSPACE
+        ]
+
+    def _choose_executor(self) -> Executor | None:
+        limit = now() - self.executor_timeout
+        load: dict[str, int] = {}
+        for executor_task in self.executor_tasks.all():
+            load[executor_task.executor_id] = load.get(executor_task.executor_id, 0) + 1
+        candidates = [
+            (executor.active_tasks_limit - load.get(executor.id, 0), executor.id, executor)
+            for executor in self.executors.all()
+            if executor.last_status_time is not None and executor.last_status_time > limit
+        ]
+        free = [candidate for candidate in candidates if candidate[0] > 0]
+        return max(free, key=lambda candidate: candidate[:2])[2] if free else None
+
+    def _finish_if_done(self, run_id: str) -> None:
+        def finish(run: Run) -> Run | None:
+            if not all(task.status.finished for task in run.tasks):
+                return None
+            if any(self.executor_tasks.exists(task.id) for task in run.tasks if not task.shared):
+                return None  # an executor task is still active (its data not fetched yet)
+            failed = any(task.status is TaskStatus.FAILED for task in run.tasks)
+            return attrs.evolve(
+                run,
+                phase=RunPhase.FINISHED,
+                result=RunResult.FAILED if failed else RunResult.SUCCESS,
+                end_time=now(),
+            )
+
+        run = self.runs.update(run_id, finish)
+        if run is not None and run.phase is RunPhase.FINISHED:
+            log.info("run %s finished: %s", run.id, run.result.value)
+
+    def fetch_once(self) -> None:
+        """Fetch the data of every finished executor task, then delete that executor task."""
+        for executor_task in list(self.executor_tasks.all()):
+            if executor_task.phase.finished:
+                try:
+                    self._fetch(executor_task)
+                except ServiceError:
+                    log.exception("fetching task %s failed", executor_task.id)
+
+    def _fetch(self, executor_task: ExecutorTask) -> None:
+        try:
+            run = self.runs.get(executor_task.run_id)
+        except NotExistError:
+            self.executor_tasks.delete(executor_task.id)
+            return
+        task = _find(run, executor_task.id)
+        if task is None or not task.status.finished:
+            return  # the run task follows first
+        executor = self._executor(executor_task.executor_id)
+        client = self._client(executor.listen_url) if executor is not None else None
+        for source, never_made, write, record in _fetches(task, self.store):
+            if never_made:
+                phase = FetchPhase.UNAVAILABLE  # the step never ran, or failed before its archive
+            else:
+                phase = self._fetch_one(client, f"/api/v1/tasks/{task.id}/{source}", write)
+            self._change_task(run.id, task.id, functools.partial(record, phase))
+        task = _find(self.runs.get(run.id), task.id)
+        assert task is not None
+        if task.fetched:
+            if task.status is TaskStatus.SUCCESS and all(
+                phase is FetchPhase.FINISHED for phase in [task.setup_log_fetch, *task.archive_fetch.values()]
+            ):
+                self.store.finish_task(task.id)
+            self.executor_tasks.delete(task.id)  # frees the executor's slot at once
+            log.info("task %s fetched; its executor task is deleted", task.id)
+
+    def _fetch_one(
+        self, client: ServiceClient | None, path: str, write: Callable[[BinaryIO], None]
+    ) -> FetchPhase:
+        """Copy one log or archive from the executor into the run store."""
+        if client is None:
+            return FetchPhase.UNAVAILABLE  # the executor is gone
+        try:
+            response = client.request("GET", path, stream=True)
+        except RemoteServiceError as exc:
+            if exc.status == 404:
+                return FetchPhase.UNAVAILABLE
+            raise
+        try:
+            write(response)  # type: ignore[arg-type]
+        finally:
+            response.release_conn()
+        return FetchPhase.FINISHED
+
+    def _change_task(self, run_id: str, task_id: str, change: Callable[[RunTask], RunTask]) -> None:
+        def apply(run: Run) -> Run:
+            task = _find(run, task_id)
+            assert task is not None
+            return _replace_task(run, change(task))
+
+        self.runs.update(run_id, apply)
+
+    def check_executor_tasks_once(self) -> None:
+        """Fail every unfinished executor task whose executor no longer exists."""
+        for executor_task in list(self.executor_tasks.all()):
+            if executor_task.phase.finished or self.executors.exists(executor_task.executor_id):
+                continue
+            ended = now()
+
+            def fail(task: ExecutorTask, ended: datetime = ended) -> ExecutorTask | None:
+                if task.phase.finished:
+                    return None
+                states = [
+                    attrs.evolve(state, phase=ExecutorTaskPhase.FAILED, end_time=ended)
+                    if state.phase is ExecutorTaskPhase.RUNNING
+                    else state
+                    for state in task.step_states
+                ]
+                return attrs.evolve(
+                    task,
+                    phase=ExecutorTaskPhase.FAILED,
+                    end_time=ended,
+                    step_states=states,
+                    error="executor deleted",
+                )
+
+            try:
+                failed = self.executor_tasks.update(executor_task.id, fail)
+            except NotExistError:
+                continue
+            assert failed is not None
+            log.info("task %s failed: its executor %s is gone", failed.id, failed.executor_id)
+            self._follow(failed)
+
+    def reap_executors_once(self) -> None:
+        """Delete the records of executors silent for longer than the timeout."""
+        limit = now() - self.executor_timeout
+        for executor in list(self.executors.all()):
+            if executor.last_status_time is None or executor.last_status_time < limit:
+                log.info("executor %s silent since %s", executor.id, executor.last_status_time)
+                self.delete_executor(executor.id)
+
+    def run_once(self) -> None:
+        """One pass of every loop."""
+        self.schedule_once()
+        self.check_executor_tasks_once()
+        self.fetch_once()
+        self.reap_executors_once()
+        self.schedule_once()
+
+    # -- running -----------------------------------------------------------------------
+
+    def _executor(self, executor_id: str) -> Executor | None:
+        try:
+            return self.executors.get(executor_id)
+        except NotExistError:
+            return None
+
+    def _client(self, url: str) -> ServiceClient:
+        if url not in self._clients:
+            self._clients[url] = ServiceClient(url)
+        return self._clients[url]
+
+    def start(self, *, wait_for_lease: bool = True) -> RunService:
+        """Take the store's lease and run the loops in a thread."""
+        self.lease.acquire(wait=wait_for_lease)
+        self._stop.clear()
+        self._loop = threading.Thread(target=self._run_loops, name="runservice-loops", daemon=True)
+        self._loop.start()
+        return self
+
+    def _run_loops(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.lease.renew()
+            except ServiceError:
+                log.error("the lease on the store was lost: stopping")
+                self._stop.set()
+                return
+            try:
+                self.run_once()
+            except (ServiceError, UnreachableError, ObjectMissing):
+                log.exception("a loop pass failed")
+            except Exception:
+                log.exception("a loop pass failed unexpectedly")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._loop is not None:
+            self._loop.join(timeout=30)
+        self.lease.release()
+        for client in self._clients.values():
+            client.close()
+
+
+_BLOCKING = (TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.STOPPED, TaskStatus.CANCELLED)
+
+
+def _fresh_task(name: str, steps: list[Step], depends: list[str], environment: dict[str, str]) -> RunTask:
+    return RunTask(
+        id=new_id("task-"),
+        name=name,
+        steps=steps,
+        depends=depends,
+        environment=environment,
+        step_states=[StepState() for _ in steps],
+        step_log_fetch=[FetchPhase.NOTSTARTED for _ in steps],
+        archive_fetch={
+            str(number): FetchPhase.NOTSTARTED
+            for number, step in enumerate(steps)
+            if step.kind is StepKind.SAVE_TO_WORKSPACE
+        },
+    )
+
+
+Fetch = tuple[str, bool, Callable[[BinaryIO], None], Callable[[FetchPhase, RunTask], RunTask]]
+
+
+def _fetches(task: RunTask, store: RunStore) -> list[Fetch]:
+    """What is left to fetch of a task: (source, never made, writer, recorder of the phase)."""
+
+    def setup_phase(phase: FetchPhase, task: RunTask) -> RunTask:
+        return attrs.evolve(task, setup_log_fetch=phase)
+
+    def log_phase(number: int, phase: FetchPhase, task: RunTask) -> RunTask:
+        phases = list(task.step_log_fetch)
+        phases[number] = phase
+        return attrs.evolve(task, step_log_fetch=phases)
+
+    def archive_phase(step: str, phase: FetchPhase, task: RunTask) -> RunTask:
+        return attrs.evolve(task, archive_fetch={**task.archive_fetch, step: phase})
+
+    fetches: list[Fetch] = []
+    if task.setup_log_fetch is FetchPhase.NOTSTARTED:
+        fetches.append(
+            ("logs/setup", False, functools.partial(store.write_log, task.id, "setup"), setup_phase)
+        )
+    for number, state in enumerate(task.step_states):
+        if task.step_log_fetch[number] is FetchPhase.NOTSTARTED:
+            never_ran = state.phase is ExecutorTaskPhase.NOTSTARTED
+            fetches.append(
+                (
+                    f"logs/{number}",
+                    never_ran,
+                    functools.partial(store.write_log, task.id, number),
+                    functools.partial(log_phase, number),
+                )
+            )
+    for step, phase in task.archive_fetch.items():
+        if phase is FetchPhase.NOTSTARTED:
+            number = int(step)
+            missing = task.step_states[number].phase is not ExecutorTaskPhase.SUCCESS
+            fetches.append(
+                (
+                    f"archives/{number}",
+                    missing,
+                    functools.partial(store.write_archive, task.id, number),
+                    functools.partial(archive_phase, step),
+                )
+            )
+    return fetches
+
+
+def _find(run: Run, task_id: str) -> RunTask | None:
+    for task in run.tasks:
+        if task.id == task_id:
+            return task
+    return None
+
+
+def _replace_task(run: Run, task: RunTask | None) -> Run:
+    assert task is not None
+    return attrs.evolve(run, tasks=[task if t.id == task.id else t for t in run.tasks])

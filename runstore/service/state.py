@@ -1,0 +1,92 @@
+"""The run service's documents in an objstore ``Storage``, changed by compare-and-swap."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from objstore import NotExistError as ObjectMissing
+from objstore import ObjectInfo, PreconditionFailedError, Storage
+
+from . import codec
+from .errors import NotExistError
+
+T = TypeVar("T")
+PREFIX = "runservice/"
+MAX_ATTEMPTS = 1000
+
+
+class Documents(Generic[T]):
+    """One kind of document (runs, executors, executor tasks) under ``runservice/<kind>/``."""
+
+    def __init__(self, storage: Storage, kind: str, document: type[T]) -> None:
+        self.storage = storage
+        self.kind = kind
+        self.document = document
+        self._prefix = f"{PREFIX}{kind}/"
+
+    def _key(self, doc_id: str) -> str:
+        return f"{self._prefix}{doc_id}.json"
+
+    def read(self, doc_id: str) -> tuple[T, str]:
+        """The document and its etag; ``NotExistError`` if missing.
+
+        The etag is read first: if the document changes in between, a write with that
+        etag fails, so a stale etag never passes for a newer document.
+        """
+        try:
+            etag = self.storage.stat(self._key(doc_id)).etag
+            raw = self.storage.read_bytes(self._key(doc_id))
+        except ObjectMissing as exc:
+            raise NotExistError(f"{self.kind[:-1]} {doc_id!r} does not exist") from exc
+        return codec.loads(self.document, raw), etag
+
+    def get(self, doc_id: str) -> T:
+        return self.read(doc_id)[0]
+
+    def exists(self, doc_id: str) -> bool:
+        return self.storage.exists(self._key(doc_id))
+
+    def create(self, doc_id: str, value: object) -> None:
+        """Store a new document; objstore's ``AlreadyExistsError`` if it exists."""
+        self.storage.write(self._key(doc_id), codec.dumps(value), if_none_match=True)
+
+    def put(self, doc_id: str, value: object) -> None:
+        self.storage.write(self._key(doc_id), codec.dumps(value))
+
+    def update(self, doc_id: str, change: Callable[[T], T | None]) -> T | None:
+        """Apply ``change`` to the current document until the write wins; its result.
+
+        ``change`` returns the new document, or None to leave it as it is.
+        ``NotExistError`` if the document is missing.
+        """
+        for _ in range(MAX_ATTEMPTS):
+            current, etag = self.read(doc_id)
+            new = change(current)
+            if new is None or new == current:
+                return current
+            try:
+                self.storage.write(self._key(doc_id), codec.dumps(new), if_match=etag)
+            except PreconditionFailedError:
+                continue
+            except ObjectMissing as exc:
+                raise NotExistError(f"{self.kind[:-1]} {doc_id!r} does not exist") from exc
+            return new
+        raise RuntimeError(f"{self.kind[:-1]} {doc_id!r} kept changing")
+
+    def delete(self, doc_id: str) -> None:
+        self.storage.delete(self._key(doc_id))
+
+    def ids(self) -> list[str]:
+        return [
+            entry.key[len(self._prefix) : -len(".json")]
+            for entry in self.storage.list(self._prefix)
+            if isinstance(entry, ObjectInfo) and entry.key.endswith(".json")
+        ]
+
+    def all(self) -> Iterator[T]:
+        for doc_id in self.ids():
+            try:
+                yield self.get(doc_id)
+            except NotExistError:
+                continue  # deleted meanwhile

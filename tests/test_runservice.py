@@ -1,0 +1,227 @@
+"""The runservice on its own: configs, transitions, the checker, the lease, the HTTP API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import urllib3
+
+from objstore import MemoryStorage, Storage
+from runstore.service.api import RunServiceApp
+from runstore.service.errors import BadRequestError, ConflictError, LeaseHeldError
+from runstore.service.http import ServerThread
+from runstore.service.lease import Lease
+from runstore.service.model import (
+    ExecutorStatus,
+    ExecutorTaskPhase,
+    ExecutorTaskStatus,
+    RunConfig,
+    RunPhase,
+    Step,
+    StepKind,
+    StepState,
+    TaskConfig,
+    TaskStatus,
+)
+from runstore.service.runservice import RunService
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+ONE = RunConfig([TaskConfig("build", [Step(StepKind.RUN, command="make"), Step(StepKind.RUN, command="ok")])])
+
+
+@pytest.fixture
+def service() -> RunService:
+    return RunService(MemoryStorage())
+
+
+def assigned(service: RunService) -> str:
+    """Create a run of ONE with one executor, schedule it; the executor task's id."""
+    service.executor_status("ex1", ExecutorStatus("http://127.0.0.1:1", 2))
+    run = service.create_run(ONE, "/project/p1/branch/main")
+    service.schedule_once()
+    (task,) = service.tasks_of_executor("ex1")
+    assert task.run_id == run.id
+    return task.id
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (RunConfig([]), "at least one task"),
+        (RunConfig([TaskConfig("a", [])]), "no step"),
+        (RunConfig([TaskConfig("a/b", [Step(StepKind.RUN, command="x")])]), "a/b"),
+        (RunConfig([TaskConfig("a", [Step(StepKind.RUN)])]), "has none"),
+        (RunConfig([TaskConfig("a", [Step(StepKind.SAVE_CACHE, paths=["x"])])]), "cache key"),
+        (RunConfig([TaskConfig("a", [Step(StepKind.RUN, command="x")], depends=["b"])]), "unknown task 'b'"),
+        (
+            RunConfig(
+                [
+                    TaskConfig("a", [Step(StepKind.RUN, command="x")], depends=["b"]),
+                    TaskConfig("b", [Step(StepKind.RUN, command="x")], depends=["a"]),
+                ]
+            ),
+            "cycle",
+        ),
+    ],
+)
+def test_bad_run_configs_are_refused(service: RunService, config: RunConfig, message: str) -> None:
+    with pytest.raises(BadRequestError, match=message):
+        service.create_run(config, "/project/p1/branch/main")
+    assert service.runs.ids() == []
+
+
+def test_groups_decide_cache_groups(service: RunService) -> None:
+    assert service.create_run(ONE, "/project/p1/branch/feature/x").cache_group == "projects/p1"
+    assert service.create_run(ONE, "/project/p1/pr/12").cache_group == "projects/p1"
+    run = service.create_run(ONE, "/user/u1/branch/wip/deep/name", repo_uuid="repo-9")
+    assert run.cache_group == "users/u1/repos/repo-9"
+    assert run.group == "/user/u1/branch/wip/deep/name"  # a branch with "/" stays one element
+    for group in ("/project/p1", "/project/p1/pr/x", "/user/u1/branch/b", "project/p1/branch/b"):
+        with pytest.raises(BadRequestError):
+            service.create_run(ONE, group)
+
+
+def test_only_allowed_transitions_are_applied(service: RunService) -> None:
+    task_id = assigned(service)
+    run_id = service.executor_tasks.get(task_id).run_id
+    service.executor_task_status(task_id, ExecutorTaskStatus(ExecutorTaskPhase.SUCCESS, end_time=NOW))
+    assert service.runs.get(run_id).tasks[0].status is TaskStatus.NOTSTARTED  # success needs running
+    running = ExecutorTaskStatus(
+        ExecutorTaskPhase.RUNNING, start_time=NOW, step_states=[StepState(), StepState()]
+    )
+    service.executor_task_status(task_id, running)
+    assert service.runs.get(run_id).tasks[0].status is TaskStatus.RUNNING
+    service.executor_task_status(task_id, ExecutorTaskStatus(ExecutorTaskPhase.CANCELLED))
+    assert service.runs.get(run_id).tasks[0].status is TaskStatus.RUNNING  # cancelled needs notstarted
+    service.executor_task_status(
+        task_id, ExecutorTaskStatus(ExecutorTaskPhase.FAILED, NOW, NOW, error="boom")
+    )
+    task = service.runs.get(run_id).tasks[0]
+    assert (task.status, task.error) == (TaskStatus.FAILED, "boom")
+    service.executor_task_status(task_id, running)
+    assert service.runs.get(run_id).tasks[0].status is TaskStatus.FAILED  # never back to running
+
+
+def test_checker_fails_tasks_of_deleted_executors(service: RunService) -> None:
+    task_id = assigned(service)
+    run_id = service.executor_tasks.get(task_id).run_id
+    states = [StepState(ExecutorTaskPhase.SUCCESS, NOW, NOW, 0), StepState(ExecutorTaskPhase.RUNNING, NOW)]
+    service.executor_task_status(
+        task_id, ExecutorTaskStatus(ExecutorTaskPhase.RUNNING, NOW, step_states=states)
+    )
+    service.check_executor_tasks_once()
+    assert service.executor_tasks.get(task_id).phase is ExecutorTaskPhase.RUNNING  # its executor exists
+    service.delete_executor("ex1")
+    assert service.executor_tasks.exists(task_id)  # deleting an executor touches no task
+    service.check_executor_tasks_once()
+    failed = service.executor_tasks.get(task_id)
+    assert (failed.phase, failed.error) == (ExecutorTaskPhase.FAILED, "executor deleted")
+    assert failed.end_time is not None
+    assert failed.step_states[0] == states[0]
+    assert failed.step_states[1].phase is ExecutorTaskPhase.FAILED and failed.step_states[1].end_time
+    task = service.runs.get(run_id).tasks[0]
+    assert task.status is TaskStatus.FAILED and task.end_time == failed.end_time
+    assert task.step_states[1].end_time == failed.end_time
+    service.fetch_once()  # nothing can be fetched from a gone executor: the executor task goes
+    assert not service.executor_tasks.exists(task_id)
+    service.schedule_once()
+    run = service.runs.get(run_id)
+    assert run.phase is RunPhase.FINISHED and run.result.value == "failed"
+    with pytest.raises(ConflictError):
+        service.restart_run(service.create_run(ONE, "/project/p1/branch/main").id)
+
+
+def test_reaper_deletes_silent_executors(service: RunService) -> None:
+    service.executor_timeout = timedelta(0)
+    service.executor_status("ex1", ExecutorStatus("http://127.0.0.1:1", 1))
+    service.reap_executors_once()
+    assert service.executors.ids() == []
+
+
+def test_one_runservice_owns_a_store() -> None:
+    storage: Storage = MemoryStorage()
+    first = Lease(storage, "first", timedelta(seconds=30))
+    first.acquire(wait=False)
+    second = Lease(storage, "second", timedelta(seconds=30))
+    with pytest.raises(LeaseHeldError, match="first"):
+        second.acquire(wait=False)
+    first.renew()
+    first.release()
+    second.acquire(wait=False)
+    with pytest.raises(LeaseHeldError):
+        first.renew()
+    other = MemoryStorage()
+    crashed = Lease(other, "crashed", timedelta(seconds=-1))  # a lease nobody renews expires
+    crashed.acquire(wait=False)
+    successor = Lease(other, "successor", timedelta(seconds=30))
+    successor.acquire(wait=False)
+    assert successor.holder() == "successor"
+    with pytest.raises(LeaseHeldError):
+        crashed.renew()
+
+
+@pytest.fixture
+def api(service: RunService) -> Iterator[str]:
+    server = ServerThread(RunServiceApp(service)).start()
+    yield server.url
+    server.stop()
+
+
+def call(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[str, object]]:
+    response = urllib3.request(method, url, body=body, retries=False)
+    return response.status, json.loads(response.data)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "message"),
+    [
+        ("PUT", "/api/v1/executors/ex1", b"{not json", 400, "malformed JSON"),
+        ("PUT", "/api/v1/executors/ex1", b'{"listen_url": 1, "active_tasks_limit": 1}', 400, "listen_url"),
+        ("PUT", "/api/v1/executors/ex1", b'{"listen_url": "u"}', 400, "active_tasks_limit"),
+        ("PUT", "/api/v1/executors/ex1", b'{"listen_url": "u", "active_tasks_limit": 0}', 400, "at least 1"),
+        (
+            "PUT",
+            "/api/v1/executors/ex1",
+            b'{"listen_url": "u", "active_tasks_limit": 1, "x": 1}',
+            400,
+            "unknown",
+        ),
+        ("PUT", "/api/v1/executors/ex1", b" " * (2 << 20), 400, "limit"),
+        ("PUT", "/api/v1/executors/.hidden", b"{}", 400, "executor id"),
+        ("GET", "/api/v1/executors/nobody/tasks", None, 404, "not registered"),
+        ("PUT", "/api/v1/executortasks/nope/status", b'{"phase": "running"}', 404, "does not exist"),
+        ("PUT", "/api/v1/executortasks/nope/status", b'{"phase": "flying"}', 400, "flying"),
+        ("GET", "/api/v1/runs/nope", None, 404, "does not exist"),
+        ("DELETE", "/api/v1/runs/nope", None, 404, "does not exist"),
+        ("POST", "/api/v1/runs?group=/project/p/branch/b", b'{"tasks": []}', 400, "at least one task"),
+        ("GET", "/api/v1/workspacearchives/t1/x", None, 400, "archive step"),
+        ("GET", "/api/v1/workspacearchives/t1/0", None, 404, "no archive"),
+        ("GET", "/api/v1/caches?group=projects/p1", None, 400, "key"),
+        ("GET", "/api/v1/caches?group=../x&key=k", None, 400, "cache group"),
+        ("GET", "/api/v1/nowhere", None, 404, ""),
+        ("PATCH", "/api/v1/runs/x", None, 405, ""),
+    ],
+)
+def test_bad_requests_get_4xx_and_change_nothing(
+    api: str, service: RunService, method: str, path: str, body: bytes | None, status: int, message: str
+) -> None:
+    before = sorted(entry.key for entry in service.storage.list())
+    got, answer = call(method, api + path, body)
+    assert got == status
+    assert answer["kind"] in ("bad_request", "not_exist") or status == 405
+    assert message in str(answer["message"])
+    assert sorted(entry.key for entry in service.storage.list()) == before
+
+
+def test_internal_errors_do_not_leak(api: str, service: RunService, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("secret internals at /etc/shadow")
+
+    monkeypatch.setattr(service, "executor_status", broken)
+    status, answer = call(
+        "PUT", api + "/api/v1/executors/ex1", b'{"listen_url": "u", "active_tasks_limit": 1}'
+    )
+    assert (status, answer) == (500, {"kind": "internal", "message": "internal error"})
