@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         help="exit at once if another runservice owns the store",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    level = logging.INFO if args.command == "runservice" else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     if args.command == "runservice":
         return runservice(args)
     from .demo import demo

@@ -68,7 +68,7 @@ def show(run: Run) -> None:
 
 def read_log(service: RunService, run: Run, name: str, step: int) -> str:
     with service.store.open_log(run.task(name).id, step) as stream:
-        return stream.read().decode().strip()
+        return "\n".join(f"     | {line}" for line in stream.read().decode().splitlines())
 
 
 def demo(store_path: str) -> int:
@@ -88,7 +88,10 @@ def demo(store_path: str) -> int:
         print(f"1. run {first.id}: checkout and dependencies, then test (which depends on both)")
         first = wait_finished(service, first.id)
         show(first)
-        print(f"   test log: {read_log(service, first, 'test', 1)!r}")
+        print("   the dependencies task saved a cache:")
+        print(read_log(service, first, "dependencies", 1))
+        print("   the test task restored the checkout's workspace archive:")
+        print(read_log(service, first, "test", 1))
 
         second = service.restart_run(first.id)
         print(f"2. restart: run {second.id}")
@@ -97,7 +100,7 @@ def demo(store_path: str) -> int:
 
         service.delete_run(first.id)
         print(f"3. deleted run {first.id}; the shared test log survives for run {second.id}:")
-        print(f"   {read_log(service, second, 'test', 1)!r}")
+        print(read_log(service, second, "test", 1))
 
         service.delete_run(second.id)
         print(f"4. deleted run {second.id}; the test log is gone:")

@@ -34,15 +34,30 @@ def test_readme_quick_start_demo(tmp_path: Path) -> None:
         re.findall(r"^```sh\n(.*?)^```", readme, flags=re.DOTALL | re.MULTILINE)[0].strip().splitlines()
     )
     assert len(commands) == 2 and "pytest" in commands[1]
+    assert commands[0].endswith("python -m runstore demo")
     # The first command's main job, run on this interpreter (the install step is CI's).
+    out = run_module("runstore", "demo", "--store", str(tmp_path / "data"))
+    assert out.count(": finished, success") == 2
+    assert out.count("(shared with the restarted run)") == 3
+    assert "the shared test log survives" in out and "all tests passed" in out
+    assert "the test log is gone" in out and "does not exist" in out
+    assert "task logs left in the store: 0" in out
+
+
+def test_objstore_demo(tmp_path: Path) -> None:
+    out = run_module("objstore", "demo", str(tmp_path / "data"))
+    assert "read back 'logs/task-1/steps/0.log'" in out
+    assert "42 passed" in out
+
+
+def run_module(*args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "objstore", "demo", str(tmp_path / "data")],
+        [sys.executable, "-m", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         env=dict(os.environ),
     )
     assert result.returncode == 0, result.stderr
-    assert "read back 'logs/task-1/steps/0.log'" in result.stdout
-    assert "42 passed" in result.stdout
+    return result.stdout

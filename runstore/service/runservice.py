@@ -119,18 +119,28 @@ class RunService:
         return run
 
     def restart_run(self, run_id: str) -> Run:
-        """A new run of a finished run's config that shares its successful tasks."""
+        """A new run of a finished run's config that shares its successful tasks.
+
+        A task is shared if it succeeded, its data was fetched, every task it depends on is
+        shared too, and ``RunStore.add_run`` accepts it; every other task runs again.
+        """
         old = self.runs.get(run_id)
         if old.phase is not RunPhase.FINISHED:
             raise ConflictError(f"run {run_id!r} is {old.phase.value}: only a finished run can be restarted")
         run_id_new = new_id("run-")
-        tasks = []
-        for task in old.tasks:
-            shareable = task.status is TaskStatus.SUCCESS and task.fetched and task.registered
+        new: dict[str, RunTask] = {}
+        for task in _parents_first(old):
+            shareable = (
+                task.status is TaskStatus.SUCCESS
+                and task.fetched
+                and task.registered
+                and all(new[parent].shared for parent in task.depends)
+            )
             if shareable and self.store.add_run(run_id_new, task.id):
-                tasks.append(attrs.evolve(task, shared=True))
+                new[task.name] = attrs.evolve(task, shared=True)
             else:
-                tasks.append(_fresh_task(task.name, task.steps, task.depends, task.environment))
+                new[task.name] = _fresh_task(task.name, task.steps, task.depends, task.environment)
+        tasks = [new[task.name] for task in old.tasks]
         run = Run(
             id=run_id_new,
             group=old.group,
@@ -568,6 +578,20 @@ def _fetches(task: RunTask, store: RunStore) -> list[Fetch]:
                 )
             )
     return fetches
+
+
+def _parents_first(run: Run) -> list[RunTask]:
+    order: list[RunTask] = []
+
+    def visit(task: RunTask) -> None:
+        if task not in order:
+            for parent in task.depends:
+                visit(run.task(parent))
+            order.append(task)
+
+    for task in run.tasks:
+        visit(task)
+    return order
 
 
 def _find(run: Run, task_id: str) -> RunTask | None:

@@ -1,0 +1,79 @@
+"""The executor's HTTP API, for the runservice: task logs (as far as written) and archives."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from runstore.errors import InvalidIdError
+
+from .errors import BadRequestError, NotExistError
+from .executor_files import TaskFiles
+from .http import JsonApp
+
+_STEP = re.compile(r"0|[1-9][0-9]{0,8}")
+_CHUNK = 1 << 16
+
+
+class ExecutorApp(JsonApp):
+    """Serves the files of the tasks under ``tasks_dir``."""
+
+    routes = Map(
+        [
+            Rule("/api/v1/tasks/<task_id>/logs/<step>", endpoint="get_log", methods=["GET"]),
+            Rule("/api/v1/tasks/<task_id>/archives/<step>", endpoint="get_archive", methods=["GET"]),
+        ]
+    )
+
+    def __init__(self, tasks_dir: Path) -> None:
+        self._tasks_dir = tasks_dir
+
+    def get_log(self, request: Request, task_id: str, step: str) -> Response:
+        files = self._files(task_id)
+        path = files.setup_log if step == "setup" else files.step_log(_step_number(step, 'or "setup"'))
+        return _file_response(path, "text/plain; charset=utf-8", f"log {step} of task {task_id}")
+
+    def get_archive(self, request: Request, task_id: str, step: str) -> Response:
+        path = self._files(task_id).archive(_step_number(step))
+        return _file_response(path, "application/x-tar", f"archive of step {step} of task {task_id}")
+
+    def _files(self, task_id: str) -> TaskFiles:
+        try:
+            return TaskFiles.of(self._tasks_dir, task_id)
+        except InvalidIdError as exc:
+            raise BadRequestError(str(exc)) from exc
+
+
+def _step_number(text: str, alternative: str = "") -> int:
+    if not _STEP.fullmatch(text):
+        raise BadRequestError(f"invalid step {text!r}: a step is an int >= 0 {alternative}".rstrip())
+    return int(text)
+
+
+def _file_response(path: Path, content_type: str, what: str) -> Response:
+    """Stream ``path`` as far as it is written now; ``NotExistError`` if there is no such file."""
+    try:
+        file = path.open("rb")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+        raise NotExistError(f"no {what}") from exc
+    size = os.fstat(file.fileno()).st_size
+    response = Response(_chunks(file, size), content_type=content_type, direct_passthrough=True)
+    response.content_length = size
+    response.call_on_close(file.close)
+    return response
+
+
+def _chunks(file: IO[bytes], size: int) -> Iterator[bytes]:
+    left = size
+    while left > 0:
+        chunk = file.read(min(_CHUNK, left))
+        if not chunk:
+            return
+        left -= len(chunk)
+        yield chunk

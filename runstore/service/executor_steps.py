@@ -1,0 +1,344 @@
+"""What each kind of step does on an executor, writing what it does to the step's log.
+
+A step function returns the exit code of its command (RUN) or None, and raises
+:class:`StepError` when the step fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import urllib3
+
+from runstore.errors import InvalidIdError
+from runstore.ids import check_archive_step, check_id
+
+from .errors import ErrorKind, RemoteServiceError, ServiceError
+from .executor_files import ArchiveError, TaskFiles, extract_tar, write_tar
+from .http import ServiceClient
+from .model import ExecutorTask, Step, StepKind
+
+KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL when a running command is stopped
+_POLL = 0.05
+_CHUNK = 1 << 16
+
+
+class StepError(Exception):
+    """A step failed; ``exit_code`` is its command's (RUN) if it ran."""
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class StepLog:
+    """A log file that lines are appended to, each written through at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[bytes] = path.open("ab", buffering=0)
+
+    def line(self, text: str) -> None:
+        self._file.write(text.encode(errors="replace") + b"\n")
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> StepLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Cancellation:
+    """Stops a task: no further steps, and the running command's process group is killed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reason: str | None = None
+        self._since = 0.0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the task is stopped, or None if it is not."""
+        return self._reason
+
+    def cancel(self, reason: str) -> None:
+        with self._lock:
+            if self._reason is not None:
+                return
+            self._reason = reason
+            self._since = time.monotonic()
+            if self._process is not None:
+                _kill_group(self._process, signal.SIGTERM)
+
+    def attach(self, process: subprocess.Popen[bytes] | None) -> None:
+        """Make ``process`` the one to kill (None: none); kill it now if already cancelled."""
+        with self._lock:
+            self._process = process
+            if process is not None and self._reason is not None:
+                _kill_group(process, signal.SIGTERM)
+
+    def overdue(self) -> bool:
+        """Whether a cancelled command had its grace time to end after SIGTERM."""
+        return self._reason is not None and time.monotonic() - self._since > KILL_GRACE
+
+
+@attrs.frozen
+class StepContext:
+    """What a step works with."""
+
+    task: ExecutorTask
+    files: TaskFiles
+    client: ServiceClient
+    environment: dict[str, str]
+    cancellation: Cancellation
+
+
+StepFunction = Callable[[StepContext, int, Step, StepLog], int | None]
+
+
+def describe(step: Step) -> str:
+    """A step's kind and name, e.g. ``run "build"``."""
+    return f'{step.kind.value} "{step.name}"' if step.name else step.kind.value
+
+
+def run_step(context: StepContext, index: int, step: Step, out: StepLog) -> int | None:
+    """Run step ``index`` of the task, logging to ``out``; its exit code (RUN) or None."""
+    return _STEPS[step.kind](context, index, step, out)
+
+
+def _run(context: StepContext, index: int, step: Step, out: StepLog) -> int:
+    if not step.command:
+        raise StepError("the step has no command")
+    out.line(f"$ {step.command}")
+    try:
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", step.command],
+            cwd=context.files.workspace,
+            env=context.environment,
+            stdin=subprocess.DEVNULL,
+            stdout=out.fileno(),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except (OSError, ValueError) as exc:
+        raise StepError(f"cannot start /bin/sh: {exc}") from exc
+    context.cancellation.attach(process)
+    try:
+        status = _wait(process, context.cancellation)
+    finally:
+        context.cancellation.attach(None)
+        if process.returncode is None:  # an error while waiting: leave nothing running
+            _kill_group(process, signal.SIGKILL)
+            process.wait()
+    if status < 0:
+        code = 128 - status
+        out.line(f"killed by signal {_signal_name(-status)} (exit code {code})")
+    else:
+        code = status
+        out.line(f"exit code {code}")
+    reason = context.cancellation.reason
+    if reason is not None:
+        raise StepError(f"stopped ({reason})", exit_code=code)
+    if code != 0:
+        raise StepError(f"the command exited with code {code}", exit_code=code)
+    return code
+
+
+def _wait(process: subprocess.Popen[bytes], cancellation: Cancellation) -> int:
+    """Wait for ``process`` to exit, kill what is left of its group, reap it; its return code."""
+    killed = False
+    while not _exited(process):
+        if not killed and cancellation.overdue():
+            _kill_group(process, signal.SIGKILL)
+            killed = True
+        time.sleep(_POLL)
+    cancellation.attach(None)  # from here on only this thread signals the group
+    _kill_group(process, signal.SIGKILL)  # background children that outlive the shell
+    return process.wait()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _exited(process: subprocess.Popen[bytes]) -> bool:
+    """Whether ``process`` exited; where possible it stays a zombie, so its group id stays its own."""
+    if hasattr(os, "waitid"):
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    return process.poll() is not None
+
+
+def _kill_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    if process.returncode is not None:
+        return  # reaped: the group id may name another group now
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+def _save_to_workspace(context: StepContext, index: int, step: Step, out: StepLog) -> None:
+    archive = context.files.archive(index)
+    out.line(f"archiving {_listing(step.paths)} of the workspace into archive {index}")
+    count = _tar(context, step.paths, archive, out)
+    out.line(f"archive {index}: {count} entries, {archive.stat().st_size} bytes")
+    return None
+
+
+def _restore_workspace(context: StepContext, index: int, step: Step, out: StepLog) -> None:
+    refs = context.task.workspace
+    if not refs:
+        out.line("no archives to restore")
+    for ref in refs:
+        try:
+            task_id = check_id("task id", ref.task_id)
+            archive_step = check_archive_step(ref.step)
+        except InvalidIdError as exc:
+            raise StepError(f"cannot restore an archive: {exc}") from exc
+        out.line(f"restoring the archive of step {archive_step} of task {task_id}")
+        download = context.files.tmp / f"restore-{index}.tar"
+        try:
+            response = context.client.request(
+                "GET", f"/api/v1/workspacearchives/{task_id}/{archive_step}", stream=True
+            )
+            size = _save_stream(response, download)
+            count = _extract(download, context.files.workspace)
+        except ServiceError as exc:
+            raise StepError(
+                f"cannot fetch the archive of step {archive_step} of task {task_id}: {exc}"
+            ) from exc
+        finally:
+            download.unlink(missing_ok=True)
+        out.line(f"extracted {count} entries ({size} bytes)")
+    return None
+
+
+def _save_cache(context: StepContext, index: int, step: Step, out: StepLog) -> None:
+    group = _cache_group(context)
+    if not step.keys:
+        raise StepError("a save_cache step needs a key")
+    key = step.keys[0]
+    out.line(f"saving {_listing(step.paths)} of the workspace as cache {key!r} of group {group!r}")
+    tar = context.files.tmp / f"cache-{index}.tar"
+    try:
+        count = _tar(context, step.paths, tar, out)
+        size = tar.stat().st_size
+        with tar.open("rb") as body:
+            response = context.client.request(
+                "PUT", "/api/v1/caches", fields={"group": group, "key": key}, body=body
+            )
+        saved = _saved(response.data)
+    except ServiceError as exc:
+        raise StepError(f"cannot upload the cache: {exc}") from exc
+    finally:
+        tar.unlink(missing_ok=True)
+    if saved:
+        out.line(f"saved cache {key!r}: {count} entries, {size} bytes")
+    else:
+        out.line(f"cache {key!r} exists already: kept it (the first writer wins)")
+    return None
+
+
+def _restore_cache(context: StepContext, index: int, step: Step, out: StepLog) -> None:
+    group = _cache_group(context)
+    if not step.keys:
+        raise StepError("a restore_cache step needs at least one key")
+    out.line(f"looking for a cache of group {group!r} matching {_listing(step.keys)}")
+    download = context.files.tmp / f"cache-{index}.tar"
+    try:
+        try:
+            response = context.client.request(
+                "GET", "/api/v1/caches", fields={"group": group, "key": list(step.keys)}, stream=True
+            )
+        except RemoteServiceError as exc:
+            if exc.kind is not ErrorKind.NOT_EXIST:
+                raise
+            out.line("no cache matched: nothing restored")
+            return None
+        key = response.headers.get("X-Cache-Key", "")
+        size = _save_stream(response, download)
+        count = _extract(download, context.files.workspace)
+    except ServiceError as exc:
+        raise StepError(f"cannot fetch the cache: {exc}") from exc
+    finally:
+        download.unlink(missing_ok=True)
+    out.line(f"restored cache {key!r}: {count} entries, {size} bytes")
+    return None
+
+
+def _tar(context: StepContext, paths: list[str], destination: Path, out: StepLog) -> int:
+    try:
+        return write_tar(context.files.workspace, paths, destination, out.line)
+    except ArchiveError as exc:
+        raise StepError(str(exc)) from exc
+
+
+def _extract(archive: Path, workspace: Path) -> int:
+    try:
+        return extract_tar(archive, workspace)
+    except ArchiveError as exc:
+        raise StepError(str(exc)) from exc
+
+
+def _save_stream(response: urllib3.BaseHTTPResponse, destination: Path) -> int:
+    """Write a streamed response body to ``destination``; its size."""
+    size = 0
+    try:
+        with destination.open("wb") as file:
+            for chunk in response.stream(_CHUNK):
+                file.write(chunk)
+                size += len(chunk)
+    except urllib3.exceptions.HTTPError as exc:
+        raise StepError(f"the download broke off after {size} bytes: {exc}") from exc
+    finally:
+        response.release_conn()
+    return size
+
+
+def _saved(raw: bytes) -> bool:
+    try:
+        answer: Any = json.loads(raw)
+        saved = answer["saved"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StepError(f"the runservice answered the cache upload with {raw[:200]!r}") from exc
+    if not isinstance(saved, bool):
+        raise StepError(f"the runservice answered the cache upload with {raw[:200]!r}")
+    return saved
+
+
+def _cache_group(context: StepContext) -> str:
+    if not context.task.cache_group:
+        raise StepError("the task has no cache group")
+    return context.task.cache_group
+
+
+def _listing(items: list[str]) -> str:
+    return ", ".join(repr(item) for item in items) if items else "nothing"
+
+
+_STEPS: dict[StepKind, StepFunction] = {
+    StepKind.RUN: _run,
+    StepKind.SAVE_TO_WORKSPACE: _save_to_workspace,
+    StepKind.RESTORE_WORKSPACE: _restore_workspace,
+    StepKind.SAVE_CACHE: _save_cache,
+    StepKind.RESTORE_CACHE: _restore_cache,
+}

@@ -1,0 +1,193 @@
+"""A stand-in for the runservice's API for executors (docs/runservice.md), for the executor's tests.
+
+It is a real HTTP server (a werkzeug :class:`JsonApp` in a :class:`ServerThread` on
+127.0.0.1) that keeps executors, executor tasks, status reports, workspace archives and
+caches in dicts, and records what executors told it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import attrs
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from runstore.service.errors import BadRequestError, InternalError, NotExistError
+from runstore.service.http import JsonApp, ServerThread, json_response, read_json
+from runstore.service.model import (
+    Executor,
+    ExecutorStatus,
+    ExecutorTask,
+    ExecutorTaskPhase,
+    ExecutorTaskStatus,
+)
+
+
+class RunserviceStandIn(JsonApp):
+    """The executor-facing half of the runservice, in memory."""
+
+    routes = Map(
+        [
+            Rule("/api/v1/executors/<executor_id>", endpoint="put_executor", methods=["PUT"]),
+            Rule("/api/v1/executors/<executor_id>", endpoint="delete_executor", methods=["DELETE"]),
+            Rule("/api/v1/executors/<executor_id>/tasks", endpoint="get_tasks", methods=["GET"]),
+            Rule("/api/v1/executortasks/<task_id>/status", endpoint="put_status", methods=["PUT"]),
+            Rule("/api/v1/workspacearchives/<task_id>/<int:step>", endpoint="get_archive", methods=["GET"]),
+            Rule("/api/v1/caches", endpoint="get_cache", methods=["GET"]),
+            Rule("/api/v1/caches", endpoint="put_cache", methods=["PUT"]),
+        ]
+    )
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.executors: dict[str, Executor] = {}
+        self.executor_reports: list[ExecutorStatus] = []
+        self.tasks: dict[str, ExecutorTask] = {}
+        self.task_reports: list[tuple[str, ExecutorTaskStatus]] = []
+        self.archives: dict[tuple[str, int], bytes] = {}
+        self.caches: dict[str, dict[str, bytes]] = {}  # group -> key -> tar, oldest first
+        self.max_running = 0  # the most tasks in phase running at once
+        self.fail_task_reports = False  # answer status reports with 500
+        self.rejected_reports = 0  # how many were
+        self._server = ServerThread(self)
+
+    # -- for the tests
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    def start(self) -> RunserviceStandIn:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def add_task(self, task: ExecutorTask) -> None:
+        with self.lock:
+            self.tasks[task.id] = task
+
+    def remove_task(self, task_id: str) -> None:
+        with self.lock:
+            del self.tasks[task_id]
+
+    def task(self, task_id: str) -> ExecutorTask:
+        with self.lock:
+            return self.tasks[task_id]
+
+    def executor_report_count(self) -> int:
+        with self.lock:
+            return len(self.executor_reports)
+
+    def wait_task(
+        self, task_id: str, predicate: Callable[[ExecutorTask], bool], timeout: float = 10.0
+    ) -> ExecutorTask:
+        """The task once ``predicate`` holds for it; AssertionError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self.task(task_id)
+            if predicate(task):
+                return task
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task {task_id} did not get there in {timeout}s: {task}")
+            time.sleep(0.02)
+
+    def wait_finished(self, task_id: str, timeout: float = 10.0) -> ExecutorTask:
+        return self.wait_task(task_id, lambda task: task.phase.finished, timeout)
+
+    # -- the API
+
+    def put_executor(self, request: Request, executor_id: str) -> Response:
+        status = read_json(request, ExecutorStatus)
+        executor = Executor(
+            id=executor_id,
+            listen_url=status.listen_url,
+            active_tasks_limit=status.active_tasks_limit,
+            active_tasks=status.active_tasks,
+            last_status_time=datetime.now(timezone.utc),
+        )
+        with self.lock:
+            self.executors[executor_id] = executor
+            self.executor_reports.append(status)
+        return json_response(executor)
+
+    def delete_executor(self, request: Request, executor_id: str) -> Response:
+        with self.lock:
+            self.executors.pop(executor_id, None)
+        return json_response({})
+
+    def get_tasks(self, request: Request, executor_id: str) -> Response:
+        with self.lock:
+            if executor_id not in self.executors:
+                raise NotExistError(f"executor {executor_id} is not registered")
+            tasks = [task for task in self.tasks.values() if task.executor_id == executor_id]
+        return json_response(tasks)
+
+    def put_status(self, request: Request, task_id: str) -> Response:
+        status = read_json(request, ExecutorTaskStatus)
+        with self.lock:
+            if self.fail_task_reports:
+                self.rejected_reports += 1
+                raise InternalError("status reports fail for now")
+            task = self.tasks.get(task_id)
+            if task is None:
+                raise NotExistError(f"no executor task {task_id}")
+            self.task_reports.append((task_id, status))
+            if task.phase.finished:
+                return json_response({})  # a finished task's status does not change: ignored
+            self.tasks[task_id] = attrs.evolve(
+                task,
+                phase=status.phase,
+                start_time=status.start_time,
+                end_time=status.end_time,
+                step_states=status.step_states,
+                error=status.error,
+            )
+            running = sum(task.phase is ExecutorTaskPhase.RUNNING for task in self.tasks.values())
+            self.max_running = max(self.max_running, running)
+        return json_response({})
+
+    def get_archive(self, request: Request, task_id: str, step: int) -> Response:
+        with self.lock:
+            data = self.archives.get((task_id, step))
+        if data is None:
+            raise NotExistError(f"no archive of step {step} of task {task_id}")
+        return Response(data, content_type="application/x-tar")
+
+    def get_cache(self, request: Request) -> Response:
+        group = _one(request, "group")
+        keys = request.args.getlist("key")
+        if not keys:
+            raise BadRequestError("no key")
+        with self.lock:
+            caches = dict(self.caches.get(group, {}))
+        for key in keys:
+            found = key if key in caches else next((k for k in reversed(caches) if k.startswith(key)), None)
+            if found is not None:
+                response = Response(caches[found], content_type="application/x-tar")
+                response.headers["X-Cache-Key"] = found
+                return response
+        raise NotExistError(f"no cache of group {group} matches {keys}")
+
+    def put_cache(self, request: Request) -> Response:
+        group = _one(request, "group")
+        key = _one(request, "key")
+        data = request.stream.read()
+        with self.lock:
+            caches = self.caches.setdefault(group, {})
+            if key in caches:
+                return json_response({"saved": False})
+            caches[key] = data
+        return json_response({"saved": True})
+
+
+def _one(request: Request, name: str) -> str:
+    values = request.args.getlist(name)
+    if len(values) != 1 or not values[0]:
+        raise BadRequestError(f"one {name} is needed, not {values}")
+    return values[0]
