@@ -28,6 +28,7 @@ from minio.error import InvalidResponseError, MinioException, S3Error, ServerErr
 
 from .errors import (
     AlreadyExistsError,
+    InvalidKeyError,
     NotExistError,
     ObjstoreError,
     PermissionDeniedError,
@@ -35,6 +36,7 @@ from .errors import (
     RemoteError,
 )
 from .info import CommonPrefix, ObjectInfo
+from .keys import check_key
 from .storage import Chunks, Storage
 
 T = TypeVar("T")
@@ -88,6 +90,13 @@ class S3Storage(Storage):
 
     def __repr__(self) -> str:
         return f"S3Storage({self.endpoint!r}, {self.bucket!r})"
+
+    def check_key(self, key: object) -> str:
+        key = check_key(key)
+        if any(segment in (".", "..") for segment in key.split("/")):
+            # urllib3 removes such segments from a request's path, so another key would be hit
+            raise InvalidKeyError(key, 'an S3 key has no "." or ".." segment (HTTP clients rewrite them)')
+        return key
 
     @property
     def _client(self) -> Minio:

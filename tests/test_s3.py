@@ -190,3 +190,13 @@ def test_missing_bucket_is_a_remote_error(s3_endpoint: S3Endpoint) -> None:
         storage.write("k", b"x")
     assert caught.value.code == "NoSuchBucket"
     assert not caught.value.transient
+
+
+def test_dot_segments_are_refused_not_rewritten(s3: S3Storage) -> None:
+    """urllib3 would turn "a/../b" into "b": such keys are refused before any request."""
+    s3.write("b", b"kept")
+    for key in ["a/../b", "a/./b", "..", "./x"]:
+        with pytest.raises(InvalidKeyError, match="segment"):
+            s3.write(key, b"lost")
+    assert s3.read_bytes("b") == b"kept"
+    assert [entry.key for entry in s3.list()] == ["b"]
