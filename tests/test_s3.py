@@ -13,6 +13,7 @@ import pytest
 
 from objstore import (
     AlreadyExistsError,
+    InvalidKeyError,
     PermissionDeniedError,
     PreconditionFailedError,
     RemoteError,
