@@ -17,7 +17,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import BinaryIO
 
 import attrs
@@ -42,38 +42,24 @@ from .model import (
     RunPhase,
     RunResult,
     RunTask,
-    Step,
     StepKind,
     StepState,
     TaskStatus,
 )
 from .runconfig import check_group, check_run_config
 from .state import Documents
+from .tasks import (
+    allowed,
+    find_task,
+    fresh_task,
+    new_id,
+    now,
+    parents_first,
+    pending_fetches,
+    replace_task,
+)
 
 log = logging.getLogger(__name__)
-
-# The phases an executor-task phase may follow; a run task's status follows the same rule
-# (a TaskStatus has the value of the ExecutorTaskPhase it mirrors).
-_ALLOWED_FROM: dict[ExecutorTaskPhase, tuple[ExecutorTaskPhase, ...]] = {
-    ExecutorTaskPhase.RUNNING: (ExecutorTaskPhase.NOTSTARTED,),
-    ExecutorTaskPhase.SUCCESS: (ExecutorTaskPhase.RUNNING,),
-    ExecutorTaskPhase.STOPPED: (ExecutorTaskPhase.RUNNING,),
-    ExecutorTaskPhase.FAILED: (ExecutorTaskPhase.NOTSTARTED, ExecutorTaskPhase.RUNNING),
-    ExecutorTaskPhase.CANCELLED: (ExecutorTaskPhase.NOTSTARTED,),
-}
-
-
-def allowed(current: ExecutorTaskPhase, new: ExecutorTaskPhase) -> bool:
-    """Whether a task in phase ``current`` may move to ``new``."""
-    return current in _ALLOWED_FROM.get(new, ())
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}{now():%Y%m%d%H%M%S}-{secrets.token_hex(4)}"
 
 
 class RunService:
@@ -110,7 +96,7 @@ class RunService:
             group=group,
             cache_group=cache_group.path,
             tasks=[
-                _fresh_task(task.name, task.steps, task.depends, task.environment) for task in config.tasks
+                fresh_task(task.name, task.steps, task.depends, task.environment) for task in config.tasks
             ],
             creation_time=now(),
         )
@@ -129,7 +115,7 @@ class RunService:
             raise ConflictError(f"run {run_id!r} is {old.phase.value}: only a finished run can be restarted")
         run_id_new = new_id("run-")
         new: dict[str, RunTask] = {}
-        for task in _parents_first(old):
+        for task in parents_first(old):
             shareable = (
                 task.status is TaskStatus.SUCCESS
                 and task.fetched
@@ -139,7 +125,7 @@ class RunService:
             if shareable and self.store.add_run(run_id_new, task.id):
                 new[task.name] = attrs.evolve(task, shared=True)
             else:
-                new[task.name] = _fresh_task(task.name, task.steps, task.depends, task.environment)
+                new[task.name] = fresh_task(task.name, task.steps, task.depends, task.environment)
         tasks = [new[task.name] for task in old.tasks]
         run = Run(
             id=run_id_new,
@@ -218,7 +204,7 @@ class RunService:
         """Make the run task follow its executor task, where the transition is allowed."""
 
         def change(run: Run) -> Run | None:
-            task = _find(run, executor_task.id)
+            task = find_task(run, executor_task.id)
             if task is None:
                 return None
             target = TaskStatus(executor_task.phase.value)
@@ -235,7 +221,7 @@ class RunService:
                 step_states=executor_task.step_states or task.step_states,
                 error=executor_task.error,
             )
-            return _replace_task(run, updated)
+            return replace_task(run, updated)
 
         try:
             self.runs.update(executor_task.run_id, change)
@@ -372,18 +358,18 @@ class RunService:
         except NotExistError:
             self.executor_tasks.delete(executor_task.id)
             return
-        task = _find(run, executor_task.id)
+        task = find_task(run, executor_task.id)
         if task is None or not task.status.finished:
             return  # the run task follows first
         executor = self._executor(executor_task.executor_id)
         client = self._client(executor.listen_url) if executor is not None else None
-        for source, never_made, write, record in _fetches(task, self.store):
+        for source, never_made, write, record in pending_fetches(task, self.store):
             if never_made:
                 phase = FetchPhase.UNAVAILABLE  # the step never ran, or failed before its archive
             else:
                 phase = self._fetch_one(client, f"/api/v1/tasks/{task.id}/{source}", write)
             self._change_task(run.id, task.id, functools.partial(record, phase))
-        task = _find(self.runs.get(run.id), task.id)
+        task = find_task(self.runs.get(run.id), task.id)
         assert task is not None
         if task.fetched:
             if task.status is TaskStatus.SUCCESS and all(
@@ -413,9 +399,9 @@ class RunService:
 
     def _change_task(self, run_id: str, task_id: str, change: Callable[[RunTask], RunTask]) -> None:
         def apply(run: Run) -> Run:
-            task = _find(run, task_id)
+            task = find_task(run, task_id)
             assert task is not None
-            return _replace_task(run, change(task))
+            return replace_task(run, change(task))
 
         self.runs.update(run_id, apply)
 
@@ -513,94 +499,3 @@ class RunService:
 
 
 _BLOCKING = (TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.STOPPED, TaskStatus.CANCELLED)
-
-
-def _fresh_task(name: str, steps: list[Step], depends: list[str], environment: dict[str, str]) -> RunTask:
-    return RunTask(
-        id=new_id("task-"),
-        name=name,
-        steps=steps,
-        depends=depends,
-        environment=environment,
-        step_states=[StepState() for _ in steps],
-        step_log_fetch=[FetchPhase.NOTSTARTED for _ in steps],
-        archive_fetch={
-            str(number): FetchPhase.NOTSTARTED
-            for number, step in enumerate(steps)
-            if step.kind is StepKind.SAVE_TO_WORKSPACE
-        },
-    )
-
-
-Fetch = tuple[str, bool, Callable[[BinaryIO], None], Callable[[FetchPhase, RunTask], RunTask]]
-
-
-def _fetches(task: RunTask, store: RunStore) -> list[Fetch]:
-    """What is left to fetch of a task: (source, never made, writer, recorder of the phase)."""
-
-    def setup_phase(phase: FetchPhase, task: RunTask) -> RunTask:
-        return attrs.evolve(task, setup_log_fetch=phase)
-
-    def log_phase(number: int, phase: FetchPhase, task: RunTask) -> RunTask:
-        phases = list(task.step_log_fetch)
-        phases[number] = phase
-        return attrs.evolve(task, step_log_fetch=phases)
-
-    def archive_phase(step: str, phase: FetchPhase, task: RunTask) -> RunTask:
-        return attrs.evolve(task, archive_fetch={**task.archive_fetch, step: phase})
-
-    fetches: list[Fetch] = []
-    if task.setup_log_fetch is FetchPhase.NOTSTARTED:
-        fetches.append(
-            ("logs/setup", False, functools.partial(store.write_log, task.id, "setup"), setup_phase)
-        )
-    for number, state in enumerate(task.step_states):
-        if task.step_log_fetch[number] is FetchPhase.NOTSTARTED:
-            never_ran = state.phase is ExecutorTaskPhase.NOTSTARTED
-            fetches.append(
-                (
-                    f"logs/{number}",
-                    never_ran,
-                    functools.partial(store.write_log, task.id, number),
-                    functools.partial(log_phase, number),
-                )
-            )
-    for step, phase in task.archive_fetch.items():
-        if phase is FetchPhase.NOTSTARTED:
-            number = int(step)
-            missing = task.step_states[number].phase is not ExecutorTaskPhase.SUCCESS
-            fetches.append(
-                (
-                    f"archives/{number}",
-                    missing,
-                    functools.partial(store.write_archive, task.id, number),
-                    functools.partial(archive_phase, step),
-                )
-            )
-    return fetches
-
-
-def _parents_first(run: Run) -> list[RunTask]:
-    order: list[RunTask] = []
-
-    def visit(task: RunTask) -> None:
-        if task not in order:
-            for parent in task.depends:
-                visit(run.task(parent))
-            order.append(task)
-
-    for task in run.tasks:
-        visit(task)
-    return order
-
-
-def _find(run: Run, task_id: str) -> RunTask | None:
-    for task in run.tasks:
-        if task.id == task_id:
-            return task
-    return None
-
-
-def _replace_task(run: Run, task: RunTask | None) -> Run:
-    assert task is not None
-    return attrs.evolve(run, tasks=[task if t.id == task.id else t for t in run.tasks])

@@ -1,0 +1,128 @@
+"""Pure functions on run documents: transitions, new tasks, task order, pending fetches."""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import BinaryIO
+
+import attrs
+
+from ..store import RunStore
+from .model import ExecutorTaskPhase, FetchPhase, Run, RunTask, Step, StepKind, StepState
+
+# The phases an executor-task phase may follow; a run task's status follows the same rule
+# (a TaskStatus has the value of the ExecutorTaskPhase it mirrors).
+_ALLOWED_FROM: dict[ExecutorTaskPhase, tuple[ExecutorTaskPhase, ...]] = {
+    ExecutorTaskPhase.RUNNING: (ExecutorTaskPhase.NOTSTARTED,),
+    ExecutorTaskPhase.SUCCESS: (ExecutorTaskPhase.RUNNING,),
+    ExecutorTaskPhase.STOPPED: (ExecutorTaskPhase.RUNNING,),
+    ExecutorTaskPhase.FAILED: (ExecutorTaskPhase.NOTSTARTED, ExecutorTaskPhase.RUNNING),
+    ExecutorTaskPhase.CANCELLED: (ExecutorTaskPhase.NOTSTARTED,),
+}
+
+
+def allowed(current: ExecutorTaskPhase, new: ExecutorTaskPhase) -> bool:
+    """Whether a task in phase ``current`` may move to ``new``."""
+    return current in _ALLOWED_FROM.get(new, ())
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{now():%Y%m%d%H%M%S}-{secrets.token_hex(4)}"
+
+
+def fresh_task(name: str, steps: list[Step], depends: list[str], environment: dict[str, str]) -> RunTask:
+    return RunTask(
+        id=new_id("task-"),
+        name=name,
+        steps=steps,
+        depends=depends,
+        environment=environment,
+        step_states=[StepState() for _ in steps],
+        step_log_fetch=[FetchPhase.NOTSTARTED for _ in steps],
+        archive_fetch={
+            str(number): FetchPhase.NOTSTARTED
+            for number, step in enumerate(steps)
+            if step.kind is StepKind.SAVE_TO_WORKSPACE
+        },
+    )
+
+
+Fetch = tuple[str, bool, Callable[[BinaryIO], None], Callable[[FetchPhase, RunTask], RunTask]]
+
+
+def pending_fetches(task: RunTask, store: RunStore) -> list[Fetch]:
+    """What is left to fetch of a task: (source, never made, writer, recorder of the phase)."""
+
+    def setup_phase(phase: FetchPhase, task: RunTask) -> RunTask:
+        return attrs.evolve(task, setup_log_fetch=phase)
+
+    def log_phase(number: int, phase: FetchPhase, task: RunTask) -> RunTask:
+        phases = list(task.step_log_fetch)
+        phases[number] = phase
+        return attrs.evolve(task, step_log_fetch=phases)
+
+    def archive_phase(step: str, phase: FetchPhase, task: RunTask) -> RunTask:
+        return attrs.evolve(task, archive_fetch={**task.archive_fetch, step: phase})
+
+    fetches: list[Fetch] = []
+    if task.setup_log_fetch is FetchPhase.NOTSTARTED:
+        fetches.append(
+            ("logs/setup", False, functools.partial(store.write_log, task.id, "setup"), setup_phase)
+        )
+    for number, state in enumerate(task.step_states):
+        if task.step_log_fetch[number] is FetchPhase.NOTSTARTED:
+            never_ran = state.phase is ExecutorTaskPhase.NOTSTARTED
+            fetches.append(
+                (
+                    f"logs/{number}",
+                    never_ran,
+                    functools.partial(store.write_log, task.id, number),
+                    functools.partial(log_phase, number),
+                )
+            )
+    for step, phase in task.archive_fetch.items():
+        if phase is FetchPhase.NOTSTARTED:
+            number = int(step)
+            missing = task.step_states[number].phase is not ExecutorTaskPhase.SUCCESS
+            fetches.append(
+                (
+                    f"archives/{number}",
+                    missing,
+                    functools.partial(store.write_archive, task.id, number),
+                    functools.partial(archive_phase, step),
+                )
+            )
+    return fetches
+
+
+def parents_first(run: Run) -> list[RunTask]:
+    order: list[RunTask] = []
+
+    def visit(task: RunTask) -> None:
+        if task not in order:
+            for parent in task.depends:
+                visit(run.task(parent))
+            order.append(task)
+
+    for task in run.tasks:
+        visit(task)
+    return order
+
+
+def find_task(run: Run, task_id: str) -> RunTask | None:
+    for task in run.tasks:
+        if task.id == task_id:
+            return task
+    return None
+
+
+def replace_task(run: Run, task: RunTask | None) -> Run:
+    assert task is not None
+    return attrs.evolve(run, tasks=[task if t.id == task.id else t for t in run.tasks])
