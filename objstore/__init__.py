@@ -16,6 +16,7 @@ from .errors import (
     SizeMismatchError,
     StorageIOError,
 )
+from .fsspec_storage import FsspecStorage
 from .info import CommonPrefix, ObjectInfo
 from .memory import MemoryStorage
 from .posix import PosixStorage
@@ -27,6 +28,7 @@ __all__ = [
     "CommonPrefix",
     "ConfigError",
     "Data",
+    "FsspecStorage",
     "InvalidArgumentError",
     "InvalidKeyError",
     "KeyConflictError",

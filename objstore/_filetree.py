@@ -173,6 +173,7 @@ class FileTreeStorage(Storage):
             )
         except OSError as exc:
             raise _os_error(self.root, exc) from exc
+        self._open_fds: tuple[int, ...] = (self._data_fd, self._tmp_fd, self._lock_fd)
         self._thread_locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._tmp_prefix = ""
         self._tmp_prefix_pid = -1
@@ -183,7 +184,9 @@ class FileTreeStorage(Storage):
         return f"{type(self).__name__}({self.root!r})"
 
     def close(self) -> None:
-        for fd in (self._data_fd, self._tmp_fd, self._lock_fd):
+        """Close the store's folders; a second call does nothing."""
+        fds, self._open_fds = self._open_fds, ()
+        for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
 

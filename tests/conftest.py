@@ -21,13 +21,17 @@ from urllib.parse import urlsplit
 
 import attrs
 import pytest
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
 from hypothesis import HealthCheck, settings
 from minio import Minio
 
-from objstore import MemoryStorage, S3Storage, Storage
+from objstore import FsspecStorage, MemoryStorage, S3Storage, Storage
 from objstore.posix import PosixStorage
 from objstore.posixflat import PosixFlatStorage
 from tests import s3server
+
+pytest.register_assert_rewrite("objstore.testing")  # its checks fail with pytest's detailed messages
 
 settings.register_profile(
     "default",
@@ -149,3 +153,25 @@ def make_storage(backend: str, request: pytest.FixtureRequest) -> Iterator[Stora
 def storage(make_storage: StorageFactory) -> Storage:
     """A fresh, empty store of the test's backend."""
     return make_storage()
+
+
+FSSPEC_FILESYSTEMS = ["memory", "local"]
+
+
+def fresh_memory_fs() -> MemoryFileSystem:
+    """An fsspec memory filesystem with a store of its own (by default, instances share one)."""
+    fs = MemoryFileSystem(skip_instance_cache=True)
+    fs.store, fs.pseudo_dirs = {}, [""]
+    return fs
+
+
+@pytest.fixture
+def make_fsspec_storage(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], FsspecStorage]:
+    """A factory of fresh, empty ``FsspecStorage`` stores over fsspec's "memory" or "local" filesystem."""
+
+    def make(filesystem: str) -> FsspecStorage:
+        if filesystem == "memory":
+            return FsspecStorage(fresh_memory_fs(), "/store")
+        return FsspecStorage(LocalFileSystem(), str(tmp_path_factory.mktemp("fsspec-local")))
+
+    return make

@@ -229,3 +229,14 @@ def test_posix_listing_hides_foreign_entries(tmp_path: os.PathLike[str]) -> None
     assert [entry.key for entry in storage.list()] == ["a/b"]
     storage.write("empty", b"the empty folders give way")
     assert storage.read_bytes("empty") == b"the empty folders give way"
+
+
+def test_closing_twice_closes_nothing_else(tmp_path: os.PathLike[str]) -> None:
+    storage = PosixStorage(tmp_path)
+    storage.close()
+    other = os.open(tmp_path, os.O_RDONLY)  # may reuse one of the store's fd numbers
+    try:
+        storage.close()
+        os.fstat(other)  # still open
+    finally:
+        os.close(other)
