@@ -115,7 +115,9 @@ class RunStore:
     def create_task(self, run_id: str, task_id: str) -> None:
         """Make ``run_id`` the first reference of a new task, before any of its data.
 
-        ``AlreadyExistsError`` if the task already has data or references.
+        ``AlreadyExistsError`` if the task already has data or references. Task ids are
+        never reused: an id that was ever created (or passed to ``add_run``) must not be
+        created again, even after its data is gone.
         """
         run_steps(self.create_task_steps(run_id, task_id))
 

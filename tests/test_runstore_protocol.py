@@ -49,6 +49,7 @@ class Task:
     """What the model knows of a task: the data written so far and whether it is complete."""
 
     written: list[tuple[str, bytes]] = attrs.field(factory=list)
+    created: bool = False  # create_task returned
     finished: bool = False
 
 
@@ -72,6 +73,7 @@ class ProtocolMachine(RuleBasedStateMachine):
     def creation(self, run_id: str, task_id: str) -> Generator[str, None, object]:
         """create_task, then the task's data, then finish_task: the creating run's steps."""
         yield from self.store.create_task_steps(run_id, task_id)
+        self.tasks[task_id].created = True
         for step in ("setup", 0, 1):
             data = f"{task_id} {step}".encode()
             self.store.write_log(task_id, step, data)
@@ -107,8 +109,8 @@ class ProtocolMachine(RuleBasedStateMachine):
     @precondition(lambda self: len(self.running) < MAX_RUNNING)
     @rule(task_id=st.sampled_from(TASKS), run_id=st.sampled_from(RUNS))
     def start_add(self, task_id: str, run_id: str) -> None:
-        if self.busy(run_id, task_id):
-            return  # a run references a task at most once
+        if task_id not in self.tasks or not self.tasks[task_id].created or self.busy(run_id, task_id):
+            return  # restarts reuse tasks that were created; a run references a task at most once
         self.running.append(Operation("add", run_id, task_id, self.store.add_run_steps(run_id, task_id)))
 
     @precondition(lambda self: self.live and len(self.running) < MAX_RUNNING)
