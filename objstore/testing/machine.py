@@ -295,6 +295,6 @@ def check_storage(
         (StoreComparison,),
         {"factory": staticmethod(factory), "capabilities": capabilities},
     )
-    run_state_machine_as_test(  # type: ignore[no-untyped-call]
+    run_state_machine_as_test(  # type: ignore[no-untyped-call, unused-ignore]
         machine, settings=settings or conformance_settings()
     )
