@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from ._filetree import ListCursor, fold_levels
+from ._listing import ListCursor, fold_levels
 from .errors import (
     InvalidArgumentError,
     InvalidKeyError,

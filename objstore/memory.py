@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import BinaryIO
 
-from ._filetree import ListCursor, fold_levels
+from ._listing import ListCursor, fold_levels
 from .errors import AlreadyExistsError, NotExistError, PreconditionFailedError
 from .info import CommonPrefix, ObjectInfo
 from .storage import Chunks, Storage
