@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator
 
@@ -30,21 +31,19 @@ def sorted_entries(
         batch: list[str] = []
         cutoff: str | None = None
         with os.scandir(dir_fd) as entries:
-            for entry in entries:
-                key = sort_key(entry)
-                if key is None or (after is not None and key <= after):
-                    continue
-                if cutoff is not None and key >= cutoff:
-                    continue
-                if wanted is not None and not wanted(key):
-                    continue
-                batch.append(key)
+            while block := list(itertools.islice(entries, limit)):
+                keys = [key for key in map(sort_key, block) if key is not None]
+                if after is not None:
+                    keys = [key for key in keys if key > after]
+                if cutoff is not None:
+                    keys = [key for key in keys if key < cutoff]
+                batch += keys if wanted is None else filter(wanted, keys)
                 if len(batch) >= 2 * limit:
                     batch.sort()
                     del batch[limit:]
                     cutoff = batch[-1]
         batch.sort()
-        full = len(batch) >= limit
+        full = cutoff is not None or len(batch) > limit  # names were dropped: read again
         del batch[limit:]
         yield from batch
         if not full:

@@ -20,9 +20,9 @@ import stat
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from ._dirscan import sorted_entries
 from ._listing import ListCursor, fold_levels
@@ -44,6 +44,10 @@ _LOCK_STRIPES = 4096
 _COMMIT_ATTEMPTS = 100
 DEFAULT_TMP_GRACE = 3600.0
 
+_Item = TypeVar("_Item", str, ObjectInfo)
+_Emit = Callable[[int, str, str], "_Item | None"]
+"""What a walk yields for each listed file: its key or its info (None: leave it out)."""
+
 
 def _os_error(key: str, exc: OSError) -> ObjstoreError:
     if isinstance(exc, PermissionError):
@@ -52,10 +56,12 @@ def _os_error(key: str, exc: OSError) -> ObjstoreError:
 
 
 def _write_all(key: str, fd: int, chunk: bytes | memoryview) -> None:
-    view = memoryview(chunk)
     try:
-        while view:
-            view = view[os.write(fd, view) :]
+        written = os.write(fd, chunk)
+        if written < len(chunk):  # rare: a short write
+            view = memoryview(chunk)[written:]
+            while view:
+                view = view[os.write(fd, view) :]
     except OSError as exc:
         raise _os_error(key, exc) from exc
 
@@ -108,7 +114,7 @@ def _remove_empty_tree(parent: int, name: str) -> bool:
 
 
 def _etag(st: os.stat_result) -> str:
-    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+    return "%x-%x-%x" % (st.st_ino, st.st_mtime_ns, st.st_size)  # noqa: UP031 - 3x faster than an f-string
 
 
 def _info(key: str, st: os.stat_result) -> ObjectInfo:
@@ -180,20 +186,29 @@ class FileTreeStorage(Storage):
         prefix of every key inside), and for a folder the scope inside it."""
 
     @abc.abstractmethod
-    def _start(self, prefix: str) -> tuple[list[str], str] | None:
-        """The folder to list ``prefix`` from (names from the data folder, scope), if any."""
+    def _start(self, prefix: str) -> tuple[list[str], str, str] | None:
+        """The folder to list ``prefix`` from, if any: its names from the data folder, its
+        scope, and the prefix of every key inside it."""
 
     # -- locking and path resolution -------------------------------------------------
 
-    @contextlib.contextmanager
-    def _locked(self, key: str) -> Iterator[None]:
+    def _lock(self, key: str) -> int:
+        """Take the key's lock, between threads and between processes; its stripe, to unlock."""
         stripe = zlib.crc32(key.encode("utf-8", "surrogatepass")) % _LOCK_STRIPES
-        with self._thread_locks[stripe]:
+        thread_lock = self._thread_locks[stripe]
+        thread_lock.acquire()
+        try:
             fcntl.lockf(self._lock_fd, fcntl.LOCK_EX, 1, stripe)
-            try:
-                yield
-            finally:
-                fcntl.lockf(self._lock_fd, fcntl.LOCK_UN, 1, stripe)
+        except BaseException:
+            thread_lock.release()
+            raise
+        return stripe
+
+    def _unlock(self, stripe: int) -> None:
+        try:
+            fcntl.lockf(self._lock_fd, fcntl.LOCK_UN, 1, stripe)
+        finally:
+            self._thread_locks[stripe].release()
 
     def _open_dirs(self, key: str, names: list[str], *, create: bool) -> list[int]:
         """Open the folders ``names`` below the data folder and return their fds.
@@ -286,7 +301,8 @@ class FileTreeStorage(Storage):
         *dirs, name = self._path(key)
         conditional = if_none_match or if_match is not None
         try:
-            with self._locked(key):
+            stripe = self._lock(key)
+            try:
                 for _ in range(_COMMIT_ATTEMPTS):
                     try:
                         fds = self._open_dirs(key, dirs, create=True)
@@ -315,6 +331,8 @@ class FileTreeStorage(Storage):
                         raise
                     finally:
                         self._close(fds)
+            finally:
+                self._unlock(stripe)
         except OSError as exc:
             if isinstance(exc, ObjstoreError):
                 raise
@@ -402,22 +420,31 @@ class FileTreeStorage(Storage):
 
     def _delete(self, key: str) -> None:
         *dirs, name = self._path(key)
-        with self._locked(key):
+        try:
+            stripe = self._lock(key)
+        except OSError as exc:
+            raise _os_error(key, exc) from exc
+        try:
+            self._delete_locked(key, dirs, name)
+        finally:
+            self._unlock(stripe)
+
+    def _delete_locked(self, key: str, dirs: list[str], name: str) -> None:
+        try:
+            fds = self._open_dirs(key, dirs, create=False)
+        except FileNotFoundError:
+            return
+        try:
+            parent = fds[-1] if fds else self._data_fd
             try:
-                fds = self._open_dirs(key, dirs, create=False)
-            except FileNotFoundError:
-                return
-            try:
-                parent = fds[-1] if fds else self._data_fd
-                try:
-                    os.unlink(name, dir_fd=parent)
-                except (FileNotFoundError, IsADirectoryError):
-                    return  # no object (a folder is not one)
-                except OSError as exc:
-                    raise _os_error(key, exc) from exc
-                self._prune(dirs, fds)
-            finally:
-                self._close(fds)
+                os.unlink(name, dir_fd=parent)
+            except (FileNotFoundError, IsADirectoryError):
+                return  # no object (a folder is not one)
+            except OSError as exc:
+                raise _os_error(key, exc) from exc
+            self._prune(dirs, fds)
+        finally:
+            self._close(fds)
 
     def _prune(self, dirs: list[str], fds: list[int]) -> None:
         """Remove the folders that the deletion left empty, deepest first."""
@@ -432,24 +459,36 @@ class FileTreeStorage(Storage):
 
     def _list(self, prefix: str, start_after: str, recursive: bool) -> Iterator[ObjectInfo | CommonPrefix]:
         cursor = ListCursor(start_after)
-        infos = self._walk_from(prefix, cursor)
+        infos = self._walk_from(prefix, cursor, _describe)
         return infos if recursive else fold_levels(prefix, infos, cursor)
 
-    def _walk_from(self, prefix: str, cursor: ListCursor) -> Iterator[ObjectInfo]:
+    def _list_keys(self, prefix: str, start_after: str, recursive: bool) -> Iterator[str | CommonPrefix]:
+        cursor = ListCursor(start_after)
+        keys = self._walk_from(prefix, cursor, _key_only)
+        return keys if recursive else fold_levels(prefix, keys, cursor)
+
+    def _walk_from(self, prefix: str, cursor: ListCursor, emit: _Emit[_Item]) -> Iterator[_Item]:
         start = self._start(prefix)
         if start is None:
             return
-        names, scope = start
+        names, scope, scope_key = start
         try:
             fds = self._open_dirs(prefix, names, create=False)
         except FileNotFoundError:
             return
         try:
-            yield from self._walk(fds[-1] if fds else self._data_fd, scope, prefix, cursor)
+            yield from self._walk(fds[-1] if fds else self._data_fd, scope, scope_key, prefix, cursor, emit)
         finally:
             self._close(fds)
 
-    def _walk(self, dir_fd: int, scope: str, prefix: str, cursor: ListCursor) -> Iterator[ObjectInfo]:
+    def _walk(
+        self, dir_fd: int, scope: str, scope_key: str, prefix: str, cursor: ListCursor, emit: _Emit[_Item]
+    ) -> Iterator[_Item]:
+        """Yield the listed objects of the folder ``dir_fd`` and the folders inside it, in order.
+
+        ``scope`` is the folder's scope (see ``_child``), ``scope_key`` the prefix of
+        every key inside it.
+        """
         def wanted(sort_key: str) -> bool:
             _, key, inner = self._child(scope, sort_key)
             if inner is not None:
@@ -458,12 +497,13 @@ class FileTreeStorage(Storage):
 
         # A folder whose keys all lie within the prefix and after start_after needs no filter.
         inside = (
-            scope.startswith(prefix)
-            and scope > cursor.start_after
-            and not cursor.start_after.startswith(scope)
+            scope_key.startswith(prefix)
+            and scope_key > cursor.start_after
+            and not cursor.start_after.startswith(scope_key)
         )
+        child = self._child
         for sort_key in sorted_entries(dir_fd, self._sort_key, None if inside else wanted):
-            name, key, inner = self._child(scope, sort_key)
+            name, key, inner = child(scope, sort_key)
             if inner is not None:
                 if cursor.passes_range(key):
                     continue
@@ -472,13 +512,24 @@ class FileTreeStorage(Storage):
                 except OSError:
                     continue  # removed or replaced since it was listed
                 try:
-                    yield from self._walk(fd, inner, prefix, cursor)
+                    yield from self._walk(fd, inner, key, prefix, cursor, emit)
                 finally:
                     os.close(fd)
-            elif not cursor.passes_key(key):
-                try:
-                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    yield _info(key, st)
+            elif (cursor.skip_prefix is None and inside) or not cursor.passes_key(key):
+                item = emit(dir_fd, name, key)
+                if item is not None:
+                    yield item
+
+
+def _describe(dir_fd: int, name: str, key: str) -> ObjectInfo | None:
+    """The listed object's info, or None if it is gone or no longer a file."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return _info(key, st) if stat.S_ISREG(st.st_mode) else None
+
+
+def _key_only(dir_fd: int, name: str, key: str) -> str:
+    """The listed object's key (the folder scan saw a regular file)."""
+    return key

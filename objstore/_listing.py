@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TypeVar
 
 from .info import CommonPrefix, ObjectInfo
+
+_Entry = TypeVar("_Entry", str, ObjectInfo)
 
 
 class ListCursor:
@@ -27,20 +30,22 @@ class ListCursor:
 
 
 def fold_levels(
-    prefix: str, infos: Iterator[ObjectInfo], cursor: ListCursor
-) -> Iterator[ObjectInfo | CommonPrefix]:
-    """Fold a sorted stream of objects into one level below ``prefix``.
+    prefix: str, entries: Iterator[_Entry], cursor: ListCursor
+) -> Iterator[_Entry | CommonPrefix]:
+    """Fold a sorted stream of objects (infos or keys) into one level below ``prefix``.
 
     A level is yielded once, if it sorts after ``cursor.start_after`` (so a listing resumes
     after the last entry it yielded). The stream must consult ``cursor`` before each key,
     so that a folded level is skipped instead of read.
     """
-    for info in infos:
-        slash = info.key.find("/", len(prefix))
+    for entry in entries:
+        key = entry if isinstance(entry, str) else entry.key
+        slash = key.find("/", len(prefix))
         if slash < 0:
-            yield info
+            yield entry
         else:
-            level = info.key[: slash + 1]
+            level = key[: slash + 1]
             cursor.skip_prefix = level
             if level > cursor.start_after:
                 yield CommonPrefix(level)
+

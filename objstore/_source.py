@@ -22,10 +22,10 @@ def check_size(size: int | None) -> None:
 def iter_chunks(
     key: str, data: Data, size: int | None, chunk_size: int = CHUNK_SIZE
 ) -> Iterator[bytes | memoryview]:
-    """Yield the bytes to store as chunks of at most ``chunk_size`` bytes (larger for bytes data).
+    """The bytes to store, as chunks of at most ``chunk_size`` bytes (larger for bytes data).
 
     With ``size`` set, yields exactly ``size`` bytes, or raises :class:`SizeMismatchError`
-    once the source ends early.
+    (at once for bytes data, else once the source ends early).
     """
     check_size(size)
     if isinstance(data, (bytes, bytearray, memoryview)):
@@ -34,21 +34,18 @@ def iter_chunks(
             if len(view) < size:
                 raise SizeMismatchError(key, size, len(view))
             view = view[:size]
-        if len(view):
-            yield view
-        return
+        return iter((view,) if len(view) else ())
     if isinstance(data, str):
         raise InvalidArgumentError(
             f"data for {key!r} is bytes, a binary file or an iterable of bytes, not str"
         )
     if hasattr(data, "read"):
-        yield from _read_file(key, cast(BinaryIO, data), size, chunk_size)
-        return
+        return _read_file(key, cast(BinaryIO, data), size, chunk_size)
     if not isinstance(data, Iterable):
         raise InvalidArgumentError(
             f"data for {key!r} is bytes, a binary file or an iterable of bytes, not {type(data).__name__}"
         )
-    yield from _read_iterable(key, data, size)
+    return _read_iterable(key, data, size)
 
 
 def _read_file(key: str, data: BinaryIO, size: int | None, chunk_size: int) -> Iterator[bytes]:

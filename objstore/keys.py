@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 from .errors import InvalidKeyError
 
 MAX_KEY_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
-_DOT_SEGMENT = re.compile(r"(?:^|/)\.\.?(?:/|$)")
 
 
 def check_key(key: object) -> str:
@@ -38,7 +35,8 @@ def check_posix_key(key: object) -> str:
         and key[0] != "/"
         and key[-1] != "/"
         and "//" not in key
-        and not _DOT_SEGMENT.search(key)
+        and "/." not in key
+        and key[0] != "."
     ):
         return key
     key = check_key(key)

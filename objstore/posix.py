@@ -23,7 +23,7 @@ class PosixStorage(FileTreeStorage):
 
     def _sort_key(self, entry: os.DirEntry[str]) -> str | None:
         name = entry.name
-        if not is_utf8(name):
+        if not (name.isascii() or is_utf8(name)):
             return None  # not a name objstore writes
         if entry.is_dir(follow_symlinks=False):
             return name + "/"  # sorts as the keys inside it do
@@ -37,9 +37,9 @@ class PosixStorage(FileTreeStorage):
             return sort_key[:-1], key, key
         return sort_key, key, None
 
-    def _start(self, prefix: str) -> tuple[list[str], str] | None:
+    def _start(self, prefix: str) -> tuple[list[str], str, str] | None:
         folder = prefix[: prefix.rfind("/") + 1]
         names = folder.split("/")[:-1]
         if any(name in ("", ".", "..") for name in names):
             return None  # no key lies there
-        return names, folder
+        return names, folder, folder

@@ -71,12 +71,13 @@ class PosixFlatStorage(FileTreeStorage):
             return sort_key, unescape(inner), inner
         return sort_key, unescape(scope + sort_key), None
 
-    def _start(self, prefix: str) -> tuple[list[str], str] | None:
+    def _start(self, prefix: str) -> tuple[list[str], str, str] | None:
         if not prefix:
-            return [], ""
+            return [], "", ""
         names = key_to_names(prefix)
         # A key starting with the prefix shares its complete runs, except the last one
         # when the prefix ends exactly at a run's end (that run may be a file).
         depth = (len(_TOKEN.findall(escape(prefix))) - 1) // RUN_LENGTH
         folders = names[:depth]
-        return folders, "".join(name[:-1] for name in folders)
+        scope = "".join(name[:-1] for name in folders)
+        return folders, scope, unescape(scope)

@@ -107,9 +107,9 @@ class CacheStore:
     def keys(self) -> list[str]:
         """The keys of the group's caches, in order."""
         return [
-            entry.key[len(self._prefix) : -len(_SUFFIX)]
-            for entry in self._storage.list(self._prefix, recursive=False)
-            if isinstance(entry, ObjectInfo) and entry.key.endswith(_SUFFIX)
+            entry[len(self._prefix) : -len(_SUFFIX)]
+            for entry in self._storage.list_keys(self._prefix, recursive=False)
+            if isinstance(entry, str) and entry.endswith(_SUFFIX)
         ]
 
     def expire(self, older_than: timedelta) -> int:

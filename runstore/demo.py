@@ -110,7 +110,7 @@ def demo(store_path: str) -> int:
             print(f"   {error}")
         else:
             raise AssertionError("the log outlived every run that used it")
-        left = [entry.key for entry in storage.list("logs/")]
+        left = list(storage.list_keys("logs/"))
         print(f"   task logs left in the store: {len(left)}")
     finally:
         executor.stop()

@@ -75,13 +75,13 @@ class SharedArea:
         return f"{self.root}complete"
 
     def _any(self, folder: str) -> bool:
-        return any(True for _ in itertools.islice(self.storage.list(self.root + folder), 1))
+        return any(True for _ in itertools.islice(self.storage.list_keys(self.root + folder), 1))
 
     # -- references ---------------------------------------------------------------
 
     def create(self, run_id: str) -> Steps[None]:
         """Make ``run_id`` the first reference of a new, empty area."""
-        if any(True for _ in itertools.islice(self.storage.list(self.root), 1)):
+        if any(True for _ in itertools.islice(self.storage.list_keys(self.root), 1)):
             raise AlreadyExistsError(self.root)
         yield "checked empty"
         self.storage.write(self.marker_key(run_id), b"", if_none_match=True)
@@ -136,12 +136,9 @@ class SharedArea:
         self.storage.delete(self.sentinel_key)
         yield "sentinel deleted"
         for folder in ("data/", "tombstones/"):
-            self.storage.delete_many(info.key for info in self._objects(folder))
+            self.storage.delete_many(list(self.storage.list_keys(self.root + folder)))
             yield f"{folder[:-1]} deleted"
         return True
-
-    def _objects(self, folder: str) -> list[ObjectInfo]:
-        return [entry for entry in self.storage.list(self.root + folder) if isinstance(entry, ObjectInfo)]
 
     # -- garbage ----------------------------------------------------------------
 

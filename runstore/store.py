@@ -104,7 +104,7 @@ class RunStore:
         """:meth:`collect`, in steps."""
         report = CollectReport()
         for kind in (LOGS, ARCHIVES):
-            for entry in self.storage.list(kind, recursive=False):
+            for entry in self.storage.list_keys(kind, recursive=False):
                 if isinstance(entry, CommonPrefix):
                     area = SharedArea(self.storage, entry.key)
                     report += yield from area.collect(grace=grace, run_exists=run_exists)

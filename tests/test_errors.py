@@ -9,6 +9,7 @@ import pytest
 
 from objstore import (
     AlreadyExistsError,
+    CommonPrefix,
     InvalidArgumentError,
     InvalidKeyError,
     KeyConflictError,
@@ -50,6 +51,26 @@ def test_invalid_key_names_key_and_rule(storage: Storage, key: str, rule: str) -
         storage.write(key, b"new")
     assert rule in str(caught.value)
     assert caught.value.key == key
+    assert [info.key for info in storage.list()] == ["kept"]
+
+
+@pytest.mark.parametrize("method", ["list", "list_keys"])
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"prefix": b"a"}, "b'a'"),
+        ({"prefix": "a\0"}, "'a\\x00'"),
+        ({"start_after": 7}, "start_after"),
+        ({"start_after": "\udcff"}, "surrogate"),
+    ],
+)
+def test_listing_refuses_bad_prefixes(
+    storage: Storage, method: str, arguments: dict[str, object], named: str
+) -> None:
+    storage.write("kept", b"old")
+    with pytest.raises(InvalidKeyError) as caught:
+        getattr(storage, method)(**arguments)
+    assert named in str(caught.value)
     assert [info.key for info in storage.list()] == ["kept"]
 
 
@@ -203,10 +224,12 @@ def test_posix_never_follows_symlinks_out_of_root(tmp_path: os.PathLike[str]) ->
         with pytest.raises(NotExistError):
             storage.stat(key)
         storage.delete(key)
+    assert list(storage.list_keys()) == []
     with pytest.raises(KeyConflictError):
         storage.write("dirlink/new", b"x")
     storage.write("filelink", b"replaces the link, not its target")
     assert list(storage.list()) == [storage.stat("filelink")]
+    assert list(storage.list_keys()) == ["filelink"]
     assert os.listdir(outside) == ["secret"]
     with open(os.path.join(outside, "secret"), "rb") as file:
         assert file.read() == b"secret"
@@ -221,12 +244,14 @@ def test_posix_listing_hides_foreign_entries(tmp_path: os.PathLike[str]) -> None
     with open(os.path.join(os.fsencode(data), b"bad\xffname"), "wb"):
         pass
     assert [entry.key for entry in storage.list(recursive=False)] == ["a/"]
+    assert list(storage.list_keys(recursive=False)) == [CommonPrefix("a/")]
     for key in ("fifo", "empty"):
         with pytest.raises(NotExistError):
             storage.read_bytes(key)  # never blocks on the FIFO
         with pytest.raises(NotExistError):
             storage.read(key)
     assert [entry.key for entry in storage.list()] == ["a/b"]
+    assert list(storage.list_keys()) == ["a/b"]
     storage.write("empty", b"the empty folders give way")
     assert storage.read_bytes("empty") == b"the empty folders give way"
 

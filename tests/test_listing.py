@@ -41,8 +41,11 @@ def test_flat_listing_is_bounded_and_ordered(
     _dirscan.MAX_NAMES_PER_PASS = limit
     try:
         assert [info.key for info in storage.list()] == sorted(keys, key=str.encode)
+        assert list(storage.list_keys()) == sorted(keys, key=str.encode)
         levels = {key[: key.index("/") + 1] if "/" in key else key for key in keys}
         assert [entry.key for entry in storage.list(recursive=False)] == sorted(levels, key=str.encode)
+        one_level = [key if isinstance(key, str) else key.key for key in storage.list_keys(recursive=False)]
+        assert one_level == sorted(levels, key=str.encode)
     finally:
         _dirscan.MAX_NAMES_PER_PASS = previous
 
@@ -73,6 +76,10 @@ def test_resuming_after_last_entry(storage: Storage) -> None:
         storage.write(key, b"")
     for recursive in (True, False):
         full = [entry.key for entry in storage.list(recursive=recursive)]
+        assert full == [
+            entry if isinstance(entry, str) else entry.key
+            for entry in storage.list_keys(recursive=recursive)
+        ]
         resumed: list[str] = []
         after = ""
         while True:

@@ -45,3 +45,18 @@ def test_long_keys_nest(tmp_path: os.PathLike[str]) -> None:
     assert [info.key for info in storage.list()] == sorted(keys, key=str.encode)
     for key in keys:
         assert storage.read_bytes(key) == key.encode()
+
+
+def test_prefix_is_matched_against_keys_not_file_names(tmp_path: os.PathLike[str]) -> None:
+    # The first run of this key, escaped, starts with the key itself ("%" becomes "%25"),
+    # so a prefix written like the escaped run must still not match it.
+    head = "%" + "25" * 29 + "2"
+    storage = PosixFlatStorage(tmp_path)
+    storage.write(head + "zz", b"")
+    storage.write(head + "25x", b"")
+    escaped_head = key_to_names(head + "zz")[0][:-1]
+    assert escaped_head.startswith(head)
+    for prefix in (escaped_head, escaped_head[:-1], head, head + "2"):
+        expected = sorted(key for key in (head + "zz", head + "25x") if key.startswith(prefix))
+        assert [info.key for info in storage.list(prefix)] == expected
+        assert list(storage.list_keys(prefix)) == expected

@@ -240,9 +240,9 @@ class DeleterReadsBeforeWriting(SharedArea):
         yield "tombstone written"
         self.storage.delete(self.sentinel_key)
         yield "sentinel deleted"
-        self.storage.delete_many(info.key for info in self._objects("data/"))
+        self.storage.delete_many(list(self.storage.list_keys(f"{self.root}data/")))
         yield "data deleted"
-        self.storage.delete_many(info.key for info in self._objects("tombstones/"))
+        self.storage.delete_many(list(self.storage.list_keys(f"{self.root}tombstones/")))
         return True
 
 

@@ -75,6 +75,11 @@ def fold(entries: Iterator[ObjectInfo | CommonPrefix]) -> list[tuple[str, bool]]
     return [(entry.key, isinstance(entry, CommonPrefix)) for entry in entries]
 
 
+def fold_keys(entries: Iterator[str | CommonPrefix]) -> list[tuple[str, bool]]:
+    """(key, is common prefix) of ``list_keys`` entries, as the model gives them."""
+    return [(entry, False) if isinstance(entry, str) else (entry.key, True) for entry in entries]
+
+
 @contextlib.contextmanager
 def raises(expected: type[BaseException]) -> Iterator[list[BaseException]]:
     """Require the block to raise ``expected``; the list receives the exception."""
@@ -228,8 +233,11 @@ class StoreComparison(RuleBasedStateMachine):
         start_after = data.draw(
             st.sampled_from(["", prefix, cut_of, cut_of[:-1] or "a", cut_of.rsplit("/", 1)[0] + "/"])
         )
+        expected = self.model.listing(prefix, start_after, recursive)
         got = list(self.storage.list(prefix, start_after=start_after, recursive=recursive))
-        assert fold(iter(got)) == self.model.listing(prefix, start_after, recursive)
+        assert fold(iter(got)) == expected
+        keys = self.storage.list_keys(prefix, start_after=start_after, recursive=recursive)
+        assert fold_keys(keys) == expected
         for entry in got:
             if isinstance(entry, ObjectInfo):
                 assert entry.size == len(self.model.objects[entry.key])

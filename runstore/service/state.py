@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from objstore import NotExistError as ObjectMissing
-from objstore import ObjectInfo, PreconditionFailedError, Storage
+from objstore import PreconditionFailedError, Storage
 
 from . import codec
 from .errors import NotExistError
@@ -79,9 +79,9 @@ class Documents(Generic[T]):
 
     def ids(self) -> list[str]:
         return [
-            entry.key[len(self._prefix) : -len(".json")]
-            for entry in self.storage.list(self._prefix)
-            if isinstance(entry, ObjectInfo) and entry.key.endswith(".json")
+            key[len(self._prefix) : -len(".json")]
+            for key in self.storage.list_keys(self._prefix)
+            if key.endswith(".json")
         ]
 
     def all(self) -> Iterator[T]:
