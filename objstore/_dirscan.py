@@ -6,9 +6,11 @@ import itertools
 import os
 from collections.abc import Callable, Iterator
 
-#: At most this many names of one directory are held at once; larger directories are
-#: read in several passes, each resuming after the last name yielded.
+#: A pass over a directory yields at most this many names (and holds at most twice as
+#: many); larger directories are read in several passes, each resuming after the last
+#: name yielded.
 MAX_NAMES_PER_PASS = 100_000
+_BLOCK = 1024  # directory entries read at once (the names are kept, the entries dropped)
 
 SortKey = Callable[[os.DirEntry[str]], "str | None"]
 
@@ -22,8 +24,8 @@ def sorted_entries(
     """Yield the sort keys of a directory's wanted entries in increasing order.
 
     ``sort_key`` maps an entry to its sort key, or None to leave it out; ``wanted``, if
-    given, filters the sort keys. Memory is bounded by ``limit`` names whatever the
-    directory's size.
+    given, filters the sort keys. Memory is bounded by ``limit`` names (twice as many at
+    most) whatever the directory's size.
     """
     limit = limit or MAX_NAMES_PER_PASS
     after: str | None = None
@@ -31,7 +33,7 @@ def sorted_entries(
         batch: list[str] = []
         cutoff: str | None = None
         with os.scandir(dir_fd) as entries:
-            while block := list(itertools.islice(entries, limit)):
+            while block := list(itertools.islice(entries, min(limit, _BLOCK))):
                 keys = [key for key in map(sort_key, block) if key is not None]
                 if after is not None:
                     keys = [key for key in keys if key > after]

@@ -13,16 +13,18 @@ import abc
 import contextlib
 import errno
 import fcntl
+import io
 import itertools
 import os
 import secrets
 import stat
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 from ._dirscan import sorted_entries
 from ._listing import ListCursor, fold_levels
@@ -78,6 +80,66 @@ def _finish_file(key: str, fd: int, persist: bool) -> os.stat_result:
         raise _os_error(key, exc) from exc
 
 
+def _read_rest(key: str, fd: int, size: int) -> bytes:
+    """Read the file from its position to its end, ``size`` bytes (objects never change)."""
+    try:
+        chunks = []
+        while size > 0 and (chunk := os.read(fd, size)):
+            chunks.append(chunk)
+            size -= len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except OSError as exc:
+        raise _os_error(key, exc) from exc
+
+
+class _ObjectFile(io.RawIOBase):
+    """An object's file, read and sought like a plain file; I/O errors are objstore errors."""
+
+    def __init__(self, key: str, fd: int) -> None:
+        self._key = key
+        self._fd = fd
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return os.readv(self._fd, [buffer])
+        except OSError as exc:
+            raise _os_error(self._key, exc) from exc
+
+    def readall(self) -> bytes:
+        position = self.tell()
+        try:
+            size = os.fstat(self._fd).st_size
+        except OSError as exc:
+            raise _os_error(self._key, exc) from exc
+        return _read_rest(self._key, self._fd, max(0, size - position))
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        try:
+            return os.lseek(self._fd, offset, whence)
+        except OSError as exc:
+            raise _os_error(self._key, exc) from exc
+
+    def tell(self) -> int:
+        return self.seek(0, os.SEEK_CUR)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            os.close(self._fd)
+        finally:
+            super().close()
+
+
 def is_utf8(name: str) -> bool:
     """Whether a file name read from disk is valid UTF-8 (and so can be a key's)."""
     if name.isascii():
@@ -113,6 +175,25 @@ def _remove_empty_tree(parent: int, name: str) -> bool:
     return True
 
 
+def _new_thread_locks() -> list[threading.Lock]:
+    return [threading.Lock() for _ in range(_LOCK_STRIPES)]
+
+
+_OPEN_STORES: weakref.WeakSet[FileTreeStorage] = weakref.WeakSet()
+
+
+def _renew_thread_locks() -> None:
+    """In a forked child, free the stripes that threads of the parent held at the fork.
+
+    Those threads do not exist in the child; their byte-range locks were not inherited.
+    """
+    for store in list(_OPEN_STORES):
+        store._thread_locks = _new_thread_locks()
+
+
+os.register_at_fork(after_in_child=_renew_thread_locks)
+
+
 def _etag(st: os.stat_result) -> str:
     return "%x-%x-%x" % (st.st_ino, st.st_mtime_ns, st.st_size)  # noqa: UP031 - 3x faster than an f-string
 
@@ -142,7 +223,8 @@ class FileTreeStorage(Storage):
         except OSError as exc:
             raise _os_error(self.root, exc) from exc
         self._open_fds: tuple[int, ...] = (self._data_fd, self._tmp_fd, self._lock_fd)
-        self._thread_locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self._thread_locks = _new_thread_locks()
+        _OPEN_STORES.add(self)
         self._tmp_prefix = ""
         self._tmp_prefix_pid = -1
         self._tmp_counter = itertools.count()
@@ -395,19 +477,12 @@ class FileTreeStorage(Storage):
 
     def _read(self, key: str) -> BinaryIO:
         fd, _ = self._open_file(key)
-        return open(fd, "rb")
+        return cast(BinaryIO, io.BufferedReader(_ObjectFile(key, fd)))
 
     def read_bytes(self, key: str) -> bytes:
         fd, st = self._open_file(self.check_key(key))
         try:
-            chunks = []
-            remaining = st.st_size  # objects are never changed in place
-            while remaining > 0 and (chunk := os.read(fd, remaining)):
-                chunks.append(chunk)
-                remaining -= len(chunk)
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        except OSError as exc:
-            raise _os_error(key, exc) from exc
+            return _read_rest(key, fd, st.st_size)
         finally:
             os.close(fd)
 

@@ -19,7 +19,9 @@ from objstore import (
     PreconditionFailedError,
     SizeMismatchError,
     Storage,
+    StorageIOError,
 )
+from objstore.posixflat import PosixFlatStorage
 
 
 def test_error_hierarchy() -> None:
@@ -265,3 +267,31 @@ def test_closing_twice_closes_nothing_else(tmp_path: os.PathLike[str]) -> None:
         os.fstat(other)  # still open
     finally:
         os.close(other)
+
+
+@pytest.mark.parametrize("backend", [PosixStorage, PosixFlatStorage])
+def test_file_read_stream_is_seekable_and_raises_objstore_errors(
+    tmp_path: os.PathLike[str], backend: type[PosixStorage] | type[PosixFlatStorage]
+) -> None:
+    storage = backend(tmp_path)
+    storage.write("a/obj", b"0123456789")
+    with storage.read("a/obj") as stream:
+        assert stream.read(3) == b"012"
+        assert stream.seekable() and stream.tell() == 3
+        assert stream.seek(-2, os.SEEK_END) == 8
+        assert stream.read() == b"89"
+        stream.seek(1)
+        assert stream.read() == b"123456789"
+    storage.write("a/big", bytes(100_000))
+    for size in (50_000, -1):  # through readinto, then through readall
+        with storage.read("a/big") as stream:
+            assert stream.read(1) == b"\0"
+            fd = stream.fileno()
+            os.close(fd)  # the file fails under the stream, as a broken disk would
+            with pytest.raises(StorageIOError, match="a/big") as caught:
+                stream.read(size)
+            assert isinstance(caught.value.__cause__, OSError)
+            spare = os.open(os.devnull, os.O_RDONLY)  # so that closing the stream succeeds
+            if spare != fd:
+                os.dup2(spare, fd)
+                os.close(spare)

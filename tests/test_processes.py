@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -177,3 +178,41 @@ def test_writers_and_deleters_share_folders(make_storage: StorageFactory) -> Non
     assert isinstance(storage, (PosixStorage, PosixFlatStorage))
     assert os.listdir(os.path.join(storage.root, "data")) == []
     print(f"{rounds} rounds of 3 writes and 3 deletes in shared folders")
+
+
+@pytest.mark.parametrize("backend", [PosixStorage, PosixFlatStorage])
+def test_fork_while_a_thread_holds_a_key_lock(
+    tmp_path: os.PathLike[str], backend: type[PosixStorage] | type[PosixFlatStorage]
+) -> None:
+    """A child forked while another thread holds a key's lock can write that key."""
+    storage = backend(tmp_path)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        stripe = storage._lock("k")
+        holding.set()
+        release.wait(30)
+        storage._unlock(stripe)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(30)
+    pid = os.fork()
+    if pid == 0:  # the child: exits 0 once its write is done
+        code = 1
+        try:
+            storage.write("k", b"child")
+            code = 0
+        finally:
+            os._exit(code)
+    release.set()  # the parent's thread lets go of the byte-range lock the child waits for
+    holder.join()
+    deadline = time.monotonic() + 10
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on the lock held by a thread of its parent")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert storage.read_bytes("k") == b"child"
