@@ -564,6 +564,7 @@ class FileTreeStorage(Storage):
         ``scope`` is the folder's scope (see ``_child``), ``scope_key`` the prefix of
         every key inside it.
         """
+
         def wanted(sort_key: str) -> bool:
             _, key, inner = self._child(scope, sort_key)
             if inner is not None:
@@ -591,6 +592,7 @@ class FileTreeStorage(Storage):
                 finally:
                     os.close(fd)
             elif (cursor.skip_prefix is None and inside) or not cursor.passes_key(key):
+                # (inside, only a folded level could make the cursor pass a key)
                 item = emit(dir_fd, name, key)
                 if item is not None:
                     yield item
