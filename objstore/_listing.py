@@ -48,4 +48,3 @@ def fold_levels(
             cursor.skip_prefix = level
             if level > cursor.start_after:
                 yield CommonPrefix(level)
-

@@ -23,7 +23,7 @@ class PosixStorage(FileTreeStorage):
 
     def _sort_key(self, entry: os.DirEntry[str]) -> str | None:
         name = entry.name
-        if not (name.isascii() or is_utf8(name)):
+        if not is_utf8(name):
             return None  # not a name objstore writes
         if entry.is_dir(follow_symlinks=False):
             return name + "/"  # sorts as the keys inside it do

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-import attrs
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
@@ -140,14 +139,7 @@ class RunserviceStandIn(JsonApp):
             self.task_reports.append((task_id, status))
             if task.phase.finished:
                 return json_response({})  # a finished task's status does not change: ignored
-            self.tasks[task_id] = attrs.evolve(
-                task,
-                phase=status.phase,
-                start_time=status.start_time,
-                end_time=status.end_time,
-                step_states=status.step_states,
-                error=status.error,
-            )
+            self.tasks[task_id] = task.with_status(status)
             running = sum(task.phase is ExecutorTaskPhase.RUNNING for task in self.tasks.values())
             self.max_running = max(self.max_running, running)
         return json_response({})

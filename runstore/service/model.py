@@ -197,6 +197,17 @@ class ExecutorTask:
     step_states: list[StepState] = attrs.field(factory=list)
     error: str = ""
 
+    def with_status(self, status: ExecutorTaskStatus) -> ExecutorTask:
+        """This task as its executor reports it."""
+        return attrs.evolve(
+            self,
+            phase=status.phase,
+            start_time=status.start_time,
+            end_time=status.end_time,
+            step_states=status.step_states,
+            error=status.error,
+        )
+
 
 @attrs.frozen
 class ExecutorTaskStatus:

@@ -187,14 +187,7 @@ class RunService:
                     "executor task %s: %s -> %s ignored", task.id, task.phase.value, status.phase.value
                 )
                 return None
-            return attrs.evolve(
-                task,
-                phase=status.phase,
-                start_time=status.start_time,
-                end_time=status.end_time,
-                step_states=status.step_states,
-                error=status.error,
-            )
+            return task.with_status(status)
 
         task = self.executor_tasks.update(task_id, change)
         assert task is not None
