@@ -99,6 +99,37 @@ class RemoteError(ObjstoreError):
         self.transient = transient
 
 
+class OutcomeUnknownError(RemoteError):
+    """A conditional write may or may not have been applied: its answer was lost.
+
+    The server may have stored the object before the connection failed, and what the
+    object holds now cannot tell whether it did (another write may have followed).
+    Read the object and decide from its content; never count the write as refused.
+    """
+
+    def __init__(self, key: str, cause: str) -> None:
+        super().__init__(f"the outcome of the conditional write of {key!r} is unknown: {cause}")
+        self.key = key
+
+
+class IntegrityError(RemoteError):
+    """An answer of the server failed a check: cut short, malformed, or a checksum mismatch."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"S3 answer for {key!r} failed a check: {detail}", transient=True)
+        self.key = key
+        self.detail = detail
+
+
+class ObjectChangedError(ObjstoreError):
+    """The object was replaced while a read of it was resumed; what was read is of the old one."""
+
+    def __init__(self, key: str, etag: str) -> None:
+        super().__init__(f"object {key!r} changed while it was read (it was version {etag!r})")
+        self.key = key
+        self.etag = etag
+
+
 class StorageIOError(ObjstoreError, OSError):
     """A local I/O operation failed (disk full, I/O error, ...)."""
 

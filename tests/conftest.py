@@ -30,6 +30,7 @@ from objstore import FsspecStorage, MemoryStorage, S3Storage, Storage
 from objstore.posix import PosixStorage
 from objstore.posixflat import PosixFlatStorage
 from tests import s3server
+from tests.faultproxy import FaultProxy
 
 pytest.register_assert_rewrite("objstore.testing")  # its checks fail with pytest's detailed messages
 
@@ -175,3 +176,45 @@ def make_fsspec_storage(tmp_path_factory: pytest.TempPathFactory) -> Callable[[s
         return FsspecStorage(LocalFileSystem(), str(tmp_path_factory.mktemp("fsspec-local")))
 
     return make
+
+
+@pytest.fixture
+def fault_proxy(s3_endpoint: S3Endpoint) -> Iterator[FaultProxy]:
+    """A started fault-injecting proxy in front of the S3 server, with no faults planned yet."""
+    if s3_endpoint.secure:
+        pytest.skip(
+            "OBJSTORE_TEST_S3_ENDPOINT is https: the plain-HTTP fault proxy cannot front a TLS endpoint"
+        )
+    with FaultProxy(s3_endpoint.endpoint) as proxy:
+        yield proxy
+
+
+ProxiedStorageFactory = Callable[..., S3Storage]
+
+
+@pytest.fixture
+def proxied_storage(
+    fault_proxy: FaultProxy, s3_endpoint: S3Endpoint, s3_bucket: Callable[[], str]
+) -> Iterator[ProxiedStorageFactory]:
+    """A factory ``(**options) -> S3Storage`` of stores of fresh buckets, reached through ``fault_proxy``.
+
+    The bucket is made (and removed) on the S3 server directly, so no fault touches that.
+    """
+    made: list[S3Storage] = []
+
+    def make(**options: object) -> S3Storage:
+        storage = S3Storage(
+            fault_proxy.endpoint,
+            s3_bucket(),
+            access_key=s3_endpoint.access_key,
+            secret_key=s3_endpoint.secret_key,
+            secure=False,
+            region=s3_endpoint.region,
+            **options,  # type: ignore[arg-type]
+        )
+        made.append(storage)
+        return storage
+
+    yield make
+    for storage in made:
+        storage.close()

@@ -7,7 +7,7 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
-from objstore import AlreadyExistsError, NotExistError, PreconditionFailedError, Storage
+from objstore import AlreadyExistsError, NotExistError, OutcomeUnknownError, PreconditionFailedError, Storage
 
 from .errors import LeaseHeldError
 
@@ -28,11 +28,15 @@ class Lease:
         return json.dumps({"owner": self.owner, "expires": expires.isoformat()}).encode()
 
     def try_acquire(self) -> bool:
-        """Take the lease if it is free or expired; whether this owner holds it now."""
+        """Take the lease if it is free, expired or this owner's; whether this owner holds it now.
+
+        A write whose outcome was lost counts as not taken; if it was applied, the lease
+        names this owner and the next call takes it again.
+        """
         try:
             self._etag = self.storage.write(LEASE_KEY, self._body(), if_none_match=True)
             return True
-        except AlreadyExistsError:
+        except (AlreadyExistsError, OutcomeUnknownError):
             pass
         try:
             info = self.storage.stat(LEASE_KEY)
@@ -45,7 +49,7 @@ class Lease:
             return False
         try:
             self._etag = self.storage.write(LEASE_KEY, self._body(), if_match=info.etag)
-        except (PreconditionFailedError, NotExistError):
+        except (PreconditionFailedError, NotExistError, OutcomeUnknownError):
             return False
         return True
 
@@ -73,13 +77,17 @@ class Lease:
             raise LeaseHeldError("the lease was never acquired")
         try:
             self._etag = self.storage.write(LEASE_KEY, self._body(), if_match=self._etag)
+        except OutcomeUnknownError as exc:
+            self._etag = None
+            if not self.try_acquire():  # the lease still names this owner, whatever happened
+                raise LeaseHeldError("the lease was lost to another runservice") from exc
         except (PreconditionFailedError, NotExistError) as exc:
             self._etag = None
             raise LeaseHeldError("the lease was lost to another runservice") from exc
 
     def release(self) -> None:
         if self._etag is not None:
-            with contextlib.suppress(PreconditionFailedError, NotExistError):
+            with contextlib.suppress(PreconditionFailedError, NotExistError, OutcomeUnknownError):
                 self.storage.write(
                     LEASE_KEY, b'{"owner": "", "expires": "1970-01-01T00:00:00+00:00"}', if_match=self._etag
                 )

@@ -320,7 +320,7 @@ class RunService:
 
     def _finish_if_done(self, run_id: str) -> None:
         def finish(run: Run) -> Run | None:
-            if not all(task.status.finished for task in run.tasks):
+            if run.phase is RunPhase.FINISHED or not all(task.status.finished for task in run.tasks):
                 return None
             if any(self.executor_tasks.exists(task.id) for task in run.tasks if not task.shared):
                 return None  # an executor task is still active (its data not fetched yet)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from objstore import NotExistError as ObjectMissing
-from objstore import PreconditionFailedError, Storage
+from objstore import OutcomeUnknownError, PreconditionFailedError, Storage
 
 from . import codec
 from .errors import NotExistError
@@ -48,8 +48,20 @@ class Documents(Generic[T]):
         return self.storage.exists(self._key(doc_id))
 
     def create(self, doc_id: str, value: object) -> None:
-        """Store a new document; objstore's ``AlreadyExistsError`` if it exists."""
-        self.storage.write(self._key(doc_id), codec.dumps(value), if_none_match=True)
+        """Store a new document; objstore's ``AlreadyExistsError`` if it exists.
+
+        A document id has one creator, so a create whose outcome was lost succeeded if
+        the document exists now (others may have changed it since), and is tried again
+        if it does not.
+        """
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                self.storage.write(self._key(doc_id), codec.dumps(value), if_none_match=True)
+                return
+            except OutcomeUnknownError:
+                if self.exists(doc_id):
+                    return
+        raise RuntimeError(f"{self.kind[:-1]} {doc_id!r} could not be created: every outcome was lost")
 
     def put(self, doc_id: str, value: object) -> None:
         self.storage.write(self._key(doc_id), codec.dumps(value))
@@ -57,7 +69,9 @@ class Documents(Generic[T]):
     def update(self, doc_id: str, change: Callable[[T], T | None]) -> T | None:
         """Apply ``change`` to the current document until the write wins; its result.
 
-        ``change`` returns the new document, or None to leave it as it is.
+        ``change`` returns the new document, or None to leave it as it is; applied to a
+        document that already has the change, it returns None or an equal document (a
+        write whose outcome was lost is retried from the document as it is then).
         ``NotExistError`` if the document is missing.
         """
         for _ in range(MAX_ATTEMPTS):
@@ -67,8 +81,8 @@ class Documents(Generic[T]):
                 return current
             try:
                 self.storage.write(self._key(doc_id), codec.dumps(new), if_match=etag)
-            except PreconditionFailedError:
-                continue
+            except (PreconditionFailedError, OutcomeUnknownError):
+                continue  # changed meanwhile, or maybe changed by this very write: read again
             except ObjectMissing as exc:
                 raise NotExistError(f"{self.kind[:-1]} {doc_id!r} does not exist") from exc
             return new

@@ -1,0 +1,548 @@
+"""The S3 backend: any S3-compatible server, through the ``minio`` client.
+
+Requests go through minio's request layer (signing, regions, connection pool) with the
+headers that the public minio calls cannot send: ``If-None-Match`` and ``If-Match`` on PUT
+and on CompleteMultipartUpload. Failures are retried here with exponential backoff and
+jitter; urllib3 itself never retries.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import heapq
+import io
+import logging
+import os
+import random
+import secrets
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any, BinaryIO, TypeVar, cast
+from urllib.parse import quote, unquote_plus
+
+import attrs
+import urllib3
+from minio import Minio
+
+from ..errors import (
+    AlreadyExistsError,
+    IntegrityError,
+    InvalidArgumentError,
+    InvalidKeyError,
+    NotExistError,
+    ObjectChangedError,
+    ObjstoreError,
+    OutcomeUnknownError,
+    PreconditionFailedError,
+    RemoteError,
+)
+from ..info import CommonPrefix, ObjectInfo
+from ..keys import check_key
+from ..storage import Chunks, Storage
+from .answers import Answer, etag, header, http_time, iso_time, parsed_header
+from .body import CHUNK, PART_SIZE_HEADER, ObjectReader
+from .deadline import deadline, pool_manager
+from .failures import RAW_ERRORS, TRANSIENT_CODES, Failure, classify
+
+T = TypeVar("T")
+log = logging.getLogger("objstore")
+
+MIN_PART_SIZE = 5 << 20
+DEFAULT_PART_SIZE = 16 << 20
+DEFAULT_UPLOAD_GRACE = 24 * 3600.0
+#: The metadata header that carries the identifier of a conditional write.
+WRITE_ID_HEADER = "x-amz-meta-objstore-write"
+_DELETE_BATCH = 1000
+
+
+@attrs.frozen
+class _Condition:
+    """What a conditional write requires of the current object, and the write's own identifier."""
+
+    if_none_match: bool
+    if_match: str | None
+    write_id: str = attrs.field(factory=lambda: secrets.token_hex(16))
+
+    def headers(self) -> dict[str, str]:
+        if self.if_none_match:
+            return {"If-None-Match": "*"}
+        return {"If-Match": f'"{self.if_match}"'}
+
+    def refusal(self, key: str, failure: Failure) -> ObjstoreError:
+        """The error for the server's refusal (a 412, or a 404 for a missing object)."""
+        if failure.status != 412:
+            return failure.error
+        if self.if_none_match:
+            return AlreadyExistsError(key)
+        return PreconditionFailedError(key, str(self.if_match))
+
+    def holds(self, current: ObjectInfo | None) -> bool:
+        if self.if_none_match:
+            return current is None
+        return current is not None and current.etag == self.if_match
+
+
+class S3Storage(Storage):
+    """Objects in one bucket of an S3-compatible server (``endpoint`` is ``host:port``).
+
+    ``timeout`` bounds each request, from sending it to the last byte of its answer (a
+    streamed read: each chunk of at most 1 MiB); ``retries`` is how many times a failed
+    request is tried again, ``backoff`` the first pause between tries, in seconds.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        bucket: str,
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        session_token: str | None = None,
+        secure: bool = True,
+        region: str | None = None,
+        part_size: int = DEFAULT_PART_SIZE,
+        retries: int = 5,
+        backoff: float = 0.1,
+        timeout: float = 60.0,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise InvalidArgumentError(f"part_size is at least {MIN_PART_SIZE} bytes, not {part_size}")
+        if retries < 0:
+            raise InvalidArgumentError(f"retries is 0 or more, not {retries}")
+        if not timeout > 0 or not backoff >= 0:
+            raise InvalidArgumentError(
+                f"timeout is over 0 and backoff at least 0, not {timeout} and {backoff}"
+            )
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.part_size = part_size
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self._settings: dict[str, Any] = dict(
+            endpoint=endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            session_token=session_token,
+            secure=secure,
+            region=region,
+        )
+        self._client_pid = -1
+        self._client_lock = threading.Lock()
+        self._minio: Minio | None = None
+
+    def __repr__(self) -> str:
+        return f"S3Storage({self.endpoint!r}, {self.bucket!r})"
+
+    def check_key(self, key: object) -> str:
+        key = check_key(key)
+        if any(segment in (".", "..") for segment in key.split("/")):
+            # urllib3 removes such segments from a request's path, so another key would be hit
+            raise InvalidKeyError(key, 'an S3 key has no "." or ".." segment (HTTP clients rewrite them)')
+        return key
+
+    @property
+    def _client(self) -> Minio:
+        """The minio client of this process (a forked child makes its own connections)."""
+        pid = os.getpid()
+        if self._client_pid != pid:
+            with self._client_lock:
+                if self._client_pid != pid:
+                    http = pool_manager(self.timeout, maxsize=16)
+                    self._minio = Minio(**self._settings, http_client=http)
+                    self._client_pid = pid
+        assert self._minio is not None
+        return self._minio
+
+    def close(self) -> None:
+        if self._minio is not None and self._client_pid == os.getpid():
+            self._minio._http.clear()
+
+    # -- requests and retries ----------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        key: str | None,
+        *,
+        body: bytes | bytearray | None = None,
+        headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+        stream: bool = False,
+    ) -> urllib3.BaseHTTPResponse:
+        return self._client._execute(
+            method,
+            self.bucket,
+            key,
+            body=body,  # type: ignore[arg-type]
+            headers=dict(headers or {}),
+            query_params=dict(query or {}),
+            preload_content=not stream,
+        )
+
+    def _attempt(self, key: str, call: Callable[[], T]) -> T:
+        """Run ``call`` once within the timeout; a failure is raised as a :class:`Failure`."""
+        with deadline(self.timeout) as alarm:
+            try:
+                return call()
+            except RAW_ERRORS as exc:
+                raise classify(key, self.bucket, exc, timed_out=alarm.fired, timeout=self.timeout) from exc
+
+    def _pause(self, attempt: int) -> None:
+        """Wait before try ``attempt + 2``: exponential backoff with jitter, at most 5 s."""
+        time.sleep(min(self.backoff * 2**attempt, 5.0) * (0.5 + random.random()))
+
+    def _retrying(self, key: str, call: Callable[[], T]) -> T:
+        """Run ``call`` until it succeeds, fails for good, or the retries are spent."""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self._pause(attempt - 1)
+            try:
+                return self._attempt(key, call)
+            except Failure as failure:
+                if not failure.retry or attempt == self.retries:
+                    raise failure.error from failure.__cause__
+        raise AssertionError("unreachable")
+
+    def _write_conditionally(self, key: str, condition: _Condition, send: Callable[[], str]) -> str:
+        """Run the conditional request ``send`` and return the etag it stored.
+
+        When an attempt may have been applied although it failed, the object is read back:
+        the write identifier says whether it is ours. What cannot be proven either way
+        raises :class:`OutcomeUnknownError`, never a success or a refusal.
+        """
+        ambiguous = False
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self._pause(attempt - 1)
+            try:
+                return self._attempt(key, send)
+            except Failure as failure:
+                if failure.refused:
+                    if not ambiguous:
+                        raise condition.refusal(key, failure) from failure.__cause__
+                    ours = self._probe(key, condition, failure)
+                    if ours is None:
+                        raise OutcomeUnknownError(
+                            key, "an earlier try may have been applied, and a retry was refused"
+                        ) from failure
+                    return ours
+                if not failure.retry:
+                    raise failure.error from failure.__cause__
+                if failure.maybe_applied:
+                    ambiguous = True
+                    ours = self._probe(key, condition, failure)
+                    if ours is not None:
+                        return ours
+                if attempt == self.retries:
+                    raise failure.error from failure.__cause__
+        raise AssertionError("unreachable")
+
+    def _probe(self, key: str, condition: _Condition, failure: Failure) -> str | None:
+        """After a try that may have been applied: the stored etag if the object is ours,
+        None if the condition still holds (so the try was not applied); else the outcome
+        is unknown."""
+        try:
+            current, write_id = self._retrying(key, lambda: self._head(key))
+        except NotExistError:
+            current, write_id = None, None
+        except ObjstoreError as exc:
+            raise OutcomeUnknownError(key, f"the object could not be read back ({exc})") from exc
+        if current is not None and write_id == condition.write_id:
+            return current.etag
+        if condition.holds(current):
+            return None
+        raise OutcomeUnknownError(
+            key, "a try may have been applied and its answer was lost, and the object has changed since"
+        ) from failure
+
+    # -- writing ---------------------------------------------------------------
+
+    def _write(
+        self, key: str, chunks: Chunks, *, persist: bool, if_none_match: bool, if_match: str | None
+    ) -> str:
+        condition = _Condition(if_none_match, if_match) if if_none_match or if_match is not None else None
+        headers = {"Content-Type": "application/octet-stream"}
+        if condition is not None:
+            headers[WRITE_ID_HEADER] = condition.write_id
+        parts = self._parts(chunks)
+        part, last = next(parts)
+        if last:
+            return self._put(key, part, headers, condition)
+        return self._write_multipart(key, part, parts, headers, condition)
+
+    def _parts(self, chunks: Chunks) -> Iterator[tuple[bytearray, bool]]:
+        """The data cut into parts of ``part_size`` bytes, each with whether it is the last."""
+        part = bytearray()
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                if len(part) == self.part_size:
+                    yield part, False  # full, and more data follows
+                    part = bytearray()
+                room = self.part_size - len(part)
+                part += view[:room]
+                view = view[room:]
+        yield part, True
+
+    def _put(self, key: str, body: bytearray, headers: dict[str, str], condition: _Condition | None) -> str:
+        headers = {**headers, "Content-MD5": _content_md5(body)}
+        if condition is not None:
+            headers.update(condition.headers())
+
+        def put() -> str:
+            response = self._request("PUT", key, body=body, headers=headers)
+            return etag(header(key, response, "ETag"))
+
+        if condition is None:
+            return self._retrying(key, put)
+        return self._write_conditionally(key, condition, put)
+
+    def _write_multipart(
+        self,
+        key: str,
+        part: bytearray,
+        parts: Iterator[tuple[bytearray, bool]],
+        headers: dict[str, str],
+        condition: _Condition | None,
+    ) -> str:
+        if condition is not None:
+            self._check_early(key, condition)
+        create_headers = {**headers, PART_SIZE_HEADER: str(self.part_size)}
+
+        def create() -> str:
+            response = self._request("POST", key, headers=create_headers, query={"uploads": ""})
+            return Answer.of(key, response).required("UploadId")
+
+        # A create whose answer was lost leaves an upload that only cleanup() can find.
+        upload_id = self._retrying(key, create)
+        try:
+            etags = [self._upload_part(key, upload_id, 1, part)]
+            last = False
+            while not last:
+                del part  # hold one part at a time
+                part, last = next(parts)
+                etags.append(self._upload_part(key, upload_id, len(etags) + 1, part))
+            del part
+            body = _complete_body(etags)
+            complete_headers = condition.headers() if condition is not None else {}
+
+            def complete() -> str:
+                response = self._request(
+                    "POST", key, body=body, headers=complete_headers, query={"uploadId": upload_id}
+                )
+                answer = Answer.of(key, response)
+                answer.raise_reported_error(f"complete the upload of {key!r}")
+                return etag(answer.required("ETag"))
+
+            if condition is None:
+                return self._retrying(key, complete)
+            return self._write_conditionally(key, condition, complete)
+        except BaseException:
+            self._abort(key, upload_id)
+            raise
+
+    def _check_early(self, key: str, condition: _Condition) -> None:
+        """Refuse a conditional multipart write before its parts go up, if it would fail."""
+        try:
+            current: ObjectInfo | None = self._stat(key)
+        except NotExistError:
+            current = None
+        if condition.holds(current):
+            return
+        if condition.if_none_match:
+            raise AlreadyExistsError(key)
+        if current is None:
+            raise NotExistError(key)
+        raise PreconditionFailedError(key, str(condition.if_match))
+
+    def _upload_part(self, key: str, upload_id: str, number: int, data: bytearray) -> str:
+        query = {"partNumber": str(number), "uploadId": upload_id}
+        headers = {"Content-MD5": _content_md5(data)}
+
+        def upload() -> str:
+            response = self._request("PUT", key, body=data, headers=headers, query=query)
+            return etag(header(key, response, "ETag"))
+
+        return self._retrying(key, upload)
+
+    def _abort(self, key: str, upload_id: str) -> bool:
+        """Abort the upload; if that fails too, leave it to :meth:`cleanup`, say so, return False."""
+        try:
+            self._retrying(key, lambda: self._request("DELETE", key, query={"uploadId": upload_id}))
+        except NotExistError:
+            pass
+        except ObjstoreError as exc:
+            log.warning("could not abort the upload %s of %r; cleanup() removes it: %s", upload_id, key, exc)
+            return False
+        return True
+
+    # -- reading ---------------------------------------------------------------
+
+    def _read(self, key: str) -> BinaryIO:
+        return cast(BinaryIO, io.BufferedReader(ObjectReader.open(self, key), buffer_size=CHUNK))
+
+    def read_bytes(self, key: str) -> bytes:
+        """The whole object; a body that fails its check, or changes while read, is read again."""
+        key = self.check_key(key)
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self._pause(attempt - 1)
+            reader = ObjectReader.open(self, key)
+            try:
+                return reader.readall()
+            except (IntegrityError, ObjectChangedError):
+                if attempt == self.retries:
+                    raise
+            finally:
+                reader.close()
+        raise AssertionError("unreachable")
+
+    def _head(self, key: str) -> tuple[ObjectInfo, str | None]:
+        """The object's info and the identifier of the conditional write that stored it."""
+        response = self._request("HEAD", key)
+        info = ObjectInfo(
+            key=key,
+            size=parsed_header(key, response, "Content-Length", int),
+            last_modified=parsed_header(key, response, "Last-Modified", http_time),
+            etag=etag(header(key, response, "ETag")),
+        )
+        return info, response.headers.get(WRITE_ID_HEADER)
+
+    def _stat(self, key: str) -> ObjectInfo:
+        return self._retrying(key, lambda: self._head(key))[0]
+
+    # -- deleting and copying ----------------------------------------------------
+
+    def _delete(self, key: str) -> None:
+        with contextlib.suppress(NotExistError):
+            self._retrying(key, lambda: self._request("DELETE", key))
+
+    def _delete_many(self, keys: Iterator[str]) -> None:
+        batch: list[str] = []
+        for key in keys:
+            batch.append(key)
+            if len(batch) == _DELETE_BATCH:
+                self._delete_batch(batch)
+                batch = []
+        if batch:
+            self._delete_batch(batch)
+
+    def _delete_batch(self, keys: list[str]) -> None:
+        root = ET.Element("Delete")
+        ET.SubElement(root, "Quiet").text = "true"
+        for key in keys:
+            ET.SubElement(ET.SubElement(root, "Object"), "Key").text = key
+        body = ET.tostring(root, encoding="utf-8")
+        headers = {"Content-Type": "application/xml", "Content-MD5": _content_md5(body)}
+
+        def delete() -> Answer:
+            response = self._request("POST", None, body=body, headers=headers, query={"delete": ""})
+            return Answer.of(keys[0], response)
+
+        answer = self._retrying(keys[0], delete)
+        for error in answer.all("Error"):
+            code = answer.text("Code", error)
+            if code != "NoSuchKey":
+                failed, message = answer.text("Key", error), answer.text("Message", error)
+                raise RemoteError(
+                    f"S3 server failed to delete {failed!r}: {message}",
+                    code=code,
+                    transient=code in TRANSIENT_CODES,
+                )
+
+    def _copy(self, src: str, dst: str) -> str:
+        source = quote(f"/{self.bucket}/{src}", safe="/")
+
+        def copy() -> str:
+            response = self._request("PUT", dst, headers={"x-amz-copy-source": source})
+            answer = Answer.of(src, response)
+            answer.raise_reported_error(f"copy {src!r}")
+            return etag(answer.required("ETag"))
+
+        return self._retrying(src, copy)
+
+    # -- listing ---------------------------------------------------------------
+
+    def _list(self, prefix: str, start_after: str, recursive: bool) -> Iterator[ObjectInfo | CommonPrefix]:
+        query = {
+            "list-type": "2",
+            "encoding-type": "url",
+            "max-keys": "1000",
+            "prefix": prefix,
+            "delimiter": "" if recursive else "/",
+        }
+        if start_after:
+            query["start-after"] = start_after
+        while True:
+            page = self._retrying(prefix, lambda: self._list_page(prefix, query))
+            yield from page.entries
+            if page.token is None:
+                return
+            query.pop("start-after", None)
+            query["continuation-token"] = page.token
+
+    def _list_page(self, prefix: str, query: dict[str, str]) -> _Page:
+        answer = Answer.of(prefix, self._request("GET", None, query=query))
+        decode: Callable[[str], str] = unquote_plus if answer.text("EncodingType") == "url" else str
+        objects: list[ObjectInfo | CommonPrefix] = [
+            ObjectInfo(
+                key=decode(answer.required("Key", item)),
+                size=answer.parsed("Size", int, item),
+                last_modified=answer.parsed("LastModified", iso_time, item),
+                etag=etag(answer.required("ETag", item)),
+            )
+            for item in answer.all("Contents")
+        ]
+        prefixes: list[ObjectInfo | CommonPrefix] = [
+            CommonPrefix(decode(answer.required("Prefix", item))) for item in answer.all("CommonPrefixes")
+        ]
+        token = answer.required("NextContinuationToken") if answer.flag("IsTruncated") else None
+        return _Page(list(heapq.merge(objects, prefixes, key=lambda entry: entry.key)), token or None)
+
+    # -- cleaning up -------------------------------------------------------------
+
+    def cleanup(self, older_than: float = DEFAULT_UPLOAD_GRACE) -> int:
+        """Abort the multipart uploads started more than ``older_than`` seconds ago; how many.
+
+        Writers that crashed, or whose request to start an upload lost its answer, leave
+        such uploads behind; they hold storage until aborted.
+        """
+        limit = datetime.now(timezone.utc) - timedelta(seconds=older_than)
+        aborted = 0
+        query = {"uploads": "", "encoding-type": "url"}
+        while True:
+            answer = self._retrying("", lambda: Answer.of("", self._request("GET", None, query=query)))
+            decode: Callable[[str], str] = unquote_plus if answer.text("EncodingType") == "url" else str
+            for upload in answer.all("Upload"):
+                if answer.parsed("Initiated", iso_time, upload) < limit:
+                    key = decode(answer.required("Key", upload))
+                    aborted += self._abort(key, answer.required("UploadId", upload))
+            if not answer.flag("IsTruncated"):
+                return aborted
+            query["key-marker"] = answer.required("NextKeyMarker")
+            query["upload-id-marker"] = answer.required("NextUploadIdMarker")
+
+
+@attrs.frozen
+class _Page:
+    entries: list[ObjectInfo | CommonPrefix]
+    token: str | None
+
+
+def _content_md5(body: bytes | bytearray) -> str:
+    return base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+
+
+def _complete_body(etags: list[str]) -> bytes:
+    root = ET.Element("CompleteMultipartUpload")
+    for number, part_etag in enumerate(etags, start=1):
+        part = ET.SubElement(root, "Part")
+        ET.SubElement(part, "PartNumber").text = str(number)
+        ET.SubElement(part, "ETag").text = f'"{part_etag}"'
+    return bytes(ET.tostring(root, encoding="utf-8"))
