@@ -14,12 +14,14 @@ import pytest
 from objstore import (
     AlreadyExistsError,
     InvalidKeyError,
+    NotExistError,
     PermissionDeniedError,
     PreconditionFailedError,
     RemoteError,
     S3Storage,
 )
 from tests.conftest import S3Endpoint
+from tests.faultproxy import Fault, FaultProxy, Rule
 
 PART = 5 << 20
 
@@ -80,14 +82,51 @@ def test_unknown_size_streams_as_multipart(s3: S3Storage) -> None:
     assert s3.stat("one-part").size == PART
 
 
-def test_multipart_if_match(s3: S3Storage, s3_endpoint: S3Endpoint) -> None:
-    if not os.environ.get("OBJSTORE_TEST_S3_ENDPOINT"):
-        pytest.skip("moto does not check If-Match on CompleteMultipartUpload; run against MinIO or AWS")
+def test_multipart_conditions_are_checked_before_the_parts_go_up(s3: S3Storage) -> None:
     total = PART + 1
     etag = s3.write("big", chunks(total))
     with pytest.raises(PreconditionFailedError):
         s3.write("big", chunks(total), if_match="0" * 32)
+    with pytest.raises(AlreadyExistsError):
+        s3.write("big", chunks(total), if_none_match=True)
+    with pytest.raises(NotExistError):
+        s3.write("missing", chunks(total), if_match=etag)
     assert s3.write("big", chunks(total), if_match=etag)
+
+
+def test_multipart_conditions_are_checked_on_completion(
+    proxied_storage: Callable[..., S3Storage], fault_proxy: FaultProxy, s3_endpoint: S3Endpoint
+) -> None:
+    """Another writer changes the object while the parts go up: the server refuses the completion."""
+    if not os.environ.get("OBJSTORE_TEST_S3_ENDPOINT"):
+        pytest.skip("moto does not check If-Match on CompleteMultipartUpload; run against MinIO or AWS")
+    s3 = proxied_storage(part_size=PART)
+    other = s3_endpoint.storage(s3.bucket)
+    etag = s3.write("big", chunks(PART + 1))
+    fault_proxy.stall_limit = 0  # a stall of nothing: the rule only runs its hook
+    fault_proxy.plan(
+        Rule(
+            Fault.STALL_HEADERS,
+            method="PUT",
+            query="partNumber",
+            times=1,
+            then=lambda: other.write("big", b"x"),
+        )
+    )
+    with pytest.raises(PreconditionFailedError):
+        s3.write("big", chunks(PART + 1), if_match=etag)
+    fault_proxy.plan(
+        Rule(
+            Fault.STALL_HEADERS,
+            method="PUT",
+            query="partNumber",
+            times=1,
+            then=lambda: other.write("new", b"x"),
+        )
+    )
+    with pytest.raises(AlreadyExistsError):
+        s3.write("new", chunks(PART + 1), if_none_match=True)
+    assert s3.read_bytes("big") == b"x" and s3.read_bytes("new") == b"x"
 
 
 def test_paging_and_batched_deletes(s3: S3Storage) -> None:

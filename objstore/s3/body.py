@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import queue
 import re
+import threading
 from typing import TYPE_CHECKING, Any
 
 import urllib3
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 PART_SIZE_HEADER = "x-amz-meta-objstore-part-size"
 #: At most this much of a body is read under one deadline.
 CHUNK = 1 << 20
+#: A body at least this large is hashed in another thread while it is received.
+_OVERLAP = 4 << 20
 _MD5 = re.compile(r"[0-9a-f]{32}")
 _MULTIPART = re.compile(r"([0-9a-f]{32})-([1-9][0-9]{0,4})")
 
@@ -144,55 +148,65 @@ class ObjectReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")[:CHUNK]
-        size = self._check.size
-        while self._position < size and view:
-            try:
-                count = self._read_some(view[: size - self._position])
-            except Failure as failure:
-                self._resume(failure)
-                continue
-            self._check.update(view[:count])
-            self._position += count
-            if self._position == size:
-                self._verify()
-            return count
-        if self._position == size:
-            self._verify()  # an empty body is checked too
-        return 0
+        view = memoryview(buffer).cast("B")
+        chunk = self._next_chunk(len(view))
+        view[: len(chunk)] = chunk
+        self._check.update(memoryview(chunk))
+        self._advance(len(chunk))
+        return len(chunk)
 
-    def _verify(self) -> None:
-        if not self._verified:
+    def readall(self) -> bytes:
+        chunks = []
+        hashing = _HashingThread(self._check) if self._check.size - self._position >= _OVERLAP else None
+        try:
+            while chunk := self._next_chunk(CHUNK):
+                chunks.append(chunk)
+                if hashing is None:
+                    self._check.update(memoryview(chunk))
+                else:
+                    hashing.update(chunk)
+                self._position += len(chunk)
+        finally:
+            if hashing is not None:
+                hashing.join()
+        self._advance(0)
+        return b"".join(chunks)
+
+    def _advance(self, count: int) -> None:
+        """Count ``count`` more bytes read; at the end, check the whole body."""
+        self._position += count
+        if self._position == self._check.size and not self._verified:
             try:
                 self._check.verify()
             except Failure as failure:
                 raise failure.error from failure
             self._verified = True
 
-    def readall(self) -> bytes:
-        body = bytearray(self._check.size - self._position)
-        view = memoryview(body)
-        filled = 0
-        while filled < len(body):
-            filled += self.readinto(view[filled:])
-        self._verify()  # (an empty body reads nothing)
-        return bytes(body)
+    def _next_chunk(self, limit: int) -> bytes:
+        """The next bytes of the body, at most ``limit`` and :data:`CHUNK`; b"" at its end."""
+        while self._position < self._check.size and limit > 0:
+            count = min(limit, CHUNK, self._check.size - self._position)
+            try:
+                return self._read_some(count)
+            except Failure as failure:
+                self._resume(failure)
+        return b""
 
-    def _read_some(self, view: memoryview) -> int:
+    def _read_some(self, count: int) -> bytes:
         storage = self._storage
         with deadline(storage.timeout) as alarm:
             watch(self._response, alarm)
             try:
-                count = self._response.readinto(view)
+                chunk = self._response.read(count)
             except RAW_ERRORS as exc:
                 raise classify(
                     self._key, storage.bucket, exc, timed_out=alarm.fired, timeout=storage.timeout
                 ) from exc
-        if count == 0:
+        if not chunk:
             raise integrity_failure(
                 self._key, f"the body ended after {self._position} of {self._check.size} bytes"
             )
-        return count
+        return chunk
 
     def _resume(self, failure: Failure) -> None:
         """Continue from the current position with a ranged GET of the same version."""
@@ -232,6 +246,27 @@ class ObjectReader(io.RawIOBase):
             else:
                 _drop(self._response)
         super().close()
+
+
+class _HashingThread:
+    """Feeds chunks to a check from a thread of its own, so that hashing overlaps receiving."""
+
+    def __init__(self, check: BodyCheck) -> None:
+        self._check = check
+        self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="objstore-s3-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._check.update(memoryview(chunk))
+
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def join(self) -> None:
+        self._chunks.put(None)
+        self._thread.join()
 
 
 def _drop(response: urllib3.BaseHTTPResponse) -> None:
