@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import queue
 import re
-import threading
 from typing import TYPE_CHECKING, Any
 
 import urllib3
@@ -29,8 +27,6 @@ if TYPE_CHECKING:
 PART_SIZE_HEADER = "x-amz-meta-objstore-part-size"
 #: At most this much of a body is read under one deadline.
 CHUNK = 1 << 20
-#: A body at least this large is hashed in another thread while it is received.
-_OVERLAP = 4 << 20
 _MD5 = re.compile(r"[0-9a-f]{32}")
 _MULTIPART = re.compile(r"([0-9a-f]{32})-([1-9][0-9]{0,4})")
 
@@ -157,20 +153,12 @@ class ObjectReader(io.RawIOBase):
 
     def readall(self) -> bytes:
         chunks = []
-        hashing = _HashingThread(self._check) if self._check.size - self._position >= _OVERLAP else None
-        try:
-            while chunk := self._next_chunk(CHUNK):
-                chunks.append(chunk)
-                if hashing is None:
-                    self._check.update(memoryview(chunk))
-                else:
-                    hashing.update(chunk)
-                self._position += len(chunk)
-        finally:
-            if hashing is not None:
-                hashing.join()
+        while chunk := self._next_chunk(self._check.size - self._position, whole=True):
+            chunks.append(chunk)
+            self._check.update(memoryview(chunk))
+            self._position += len(chunk)
         self._advance(0)
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _advance(self, count: int) -> None:
         """Count ``count`` more bytes read; at the end, check the whole body."""
@@ -182,19 +170,21 @@ class ObjectReader(io.RawIOBase):
                 raise failure.error from failure
             self._verified = True
 
-    def _next_chunk(self, limit: int) -> bytes:
-        """The next bytes of the body, at most ``limit`` and :data:`CHUNK`; b"" at its end."""
+    def _next_chunk(self, limit: int, *, whole: bool = False) -> bytes:
+        """The next bytes of the body, at most ``limit`` and, unless ``whole``, :data:`CHUNK`;
+        b"" at its end."""
         while self._position < self._check.size and limit > 0:
-            count = min(limit, CHUNK, self._check.size - self._position)
+            count = min(limit, self._check.size - self._position)
             try:
-                return self._read_some(count)
+                return self._read_some(count if whole else min(count, CHUNK))
             except Failure as failure:
                 self._resume(failure)
         return b""
 
     def _read_some(self, count: int) -> bytes:
+        """Up to ``count`` bytes, within the timeout for each :data:`CHUNK` of them."""
         storage = self._storage
-        with deadline(storage.timeout) as alarm:
+        with deadline(storage.timeout * -(-count // CHUNK)) as alarm:
             watch(self._response, alarm)
             try:
                 chunk = self._response.read(count)
@@ -246,27 +236,6 @@ class ObjectReader(io.RawIOBase):
             else:
                 _drop(self._response)
         super().close()
-
-
-class _HashingThread:
-    """Feeds chunks to a check from a thread of its own, so that hashing overlaps receiving."""
-
-    def __init__(self, check: BodyCheck) -> None:
-        self._check = check
-        self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="objstore-s3-hash", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self._chunks.get()) is not None:
-            self._check.update(memoryview(chunk))
-
-    def update(self, chunk: bytes) -> None:
-        self._chunks.put(chunk)
-
-    def join(self) -> None:
-        self._chunks.put(None)
-        self._thread.join()
 
 
 def _drop(response: urllib3.BaseHTTPResponse) -> None:
