@@ -20,7 +20,7 @@ from .errors import (
     StorageIOError,
 )
 from .fsspec_storage import FsspecStorage
-from .info import CommonPrefix, ObjectInfo
+from .info import CleanupResult, CommonPrefix, ObjectInfo
 from .memory import MemoryStorage
 from .posix import PosixStorage
 from .s3 import S3Storage
@@ -28,6 +28,7 @@ from .storage import Storage
 
 __all__ = [
     "AlreadyExistsError",
+    "CleanupResult",
     "CommonPrefix",
     "ConfigError",
     "Data",

@@ -1,10 +1,15 @@
 """What the posix and posixflat backends share: a tree of files under a root folder.
 
 Layout: ``<root>/data`` holds the objects, ``<root>/tmp`` the files being written (never
-listed), ``<root>/locks`` the byte-range locks that make conditional writes atomic across
-threads and processes. Every path is resolved one component at a time from an open
-directory with ``O_NOFOLLOW``, so neither a key nor a symlink placed inside the root can
-reach outside it.
+listed, only its owner may enter it), ``<root>/locks`` the byte-range locks that make
+conditional writes atomic across threads, store objects and processes (only its owner
+may open it). The root is opened once; ``data``, ``tmp`` and ``locks`` are opened from it,
+and every other path one component at a time from an open directory, always with
+``O_NOFOLLOW``, so neither a key nor a symlink placed inside the root can reach outside it.
+
+Locks are Linux open-file-description locks on the store object's own open of
+``<root>/locks``, so each store object excludes every other one, in this process or
+another; elsewhere they fall back to ``lockf`` (see :class:`FileTreeStorage`).
 """
 
 from __future__ import annotations
@@ -15,21 +20,26 @@ import errno
 import fcntl
 import io
 import itertools
+import logging
 import os
 import secrets
 import stat
+import struct
 import threading
 import time
 import weakref
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, Literal, TypeVar, cast
+
+import attrs
 
 from ._dirscan import sorted_entries
 from ._listing import ListCursor, fold_levels
 from .errors import (
     AlreadyExistsError,
+    InvalidArgumentError,
     KeyConflictError,
     NotExistError,
     ObjstoreError,
@@ -37,14 +47,35 @@ from .errors import (
     PreconditionFailedError,
     StorageIOError,
 )
-from .info import CommonPrefix, ObjectInfo
+from .info import CleanupResult, CommonPrefix, ObjectInfo
 from .storage import Chunks, Storage
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO never blocks
+_LOCK_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO never blocks the open
 _LOCK_STRIPES = 4096
 _COMMIT_ATTEMPTS = 100
+_MAX_EMPTY_DEPTH = 600  # deeper than the folders of any key (a key has at most 512 segments)
 DEFAULT_TMP_GRACE = 3600.0
+"""Seconds after which a temporary file, or an empty folder, counts as left by a crash."""
+
+_log = logging.getLogger("objstore")
+
+_FLOCK = struct.Struct("hhqqi0q")
+"""Linux's ``struct flock`` as ``F_OFD_SETLK(W)`` reads it: short l_type, short l_whence,
+off_t l_start, off_t l_len, pid_t l_pid (0 for these locks), padded at the end to the
+alignment of off_t ("0q"). off_t is 64-bit (CPython builds with large-file support), so
+it is 32 bytes on 64-bit Linux (``struct.calcsize`` agrees with the C ``sizeof``), 24 on
+i386."""
+
+
+def _ofd_commands() -> tuple[int, int] | None:
+    """``(F_OFD_SETLKW, F_OFD_SETLK)`` where the platform has open-file-description locks."""
+    wait, try_ = getattr(fcntl, "F_OFD_SETLKW", None), getattr(fcntl, "F_OFD_SETLK", None)
+    return None if wait is None or try_ is None else (wait, try_)
+
+
+_OFD_LOCKS = _ofd_commands()
 
 _Item = TypeVar("_Item", str, ObjectInfo)
 _Emit = Callable[[int, str, str], "_Item | None"]
@@ -152,46 +183,150 @@ def is_utf8(name: str) -> bool:
 
 
 def _remove_empty_tree(parent: int, name: str) -> bool:
-    """Remove the folder ``name`` if it holds nothing but empty folders; whether it did."""
+    """Remove the folder ``name`` of ``parent`` if it holds nothing but empty folders, at most
+    :data:`_MAX_EMPTY_DEPTH` deep; whether it did. Iterative: any depth is safe."""
+    path: list[tuple[int, str, list[str]]] = []  # the open folders: fd, name, subfolders left
+    entering: str | None = name
     try:
-        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        while True:
+            if entering is not None:
+                if len(path) == _MAX_EMPTY_DEPTH:
+                    return False
+                fd = os.open(entering, _DIR_FLAGS, dir_fd=path[-1][0] if path else parent)
+                path.append((fd, entering, []))
+                with os.scandir(fd) as entries:
+                    for entry in entries:
+                        if not entry.is_dir(follow_symlinks=False):
+                            return False
+                        path[-1][2].append(entry.name)
+            fd, folder, left = path[-1]
+            if left:
+                entering = left.pop()
+                continue
+            path.pop()
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(folder, dir_fd=path[-1][0] if path else parent)
+            if not path:
+                return True
+            entering = None
     except OSError:
         return False
-    try:
-        with os.scandir(fd) as entries:
-            children = list(entries)
-        if not all(
-            child.is_dir(follow_symlinks=False) and _remove_empty_tree(fd, child.name) for child in children
-        ):
-            return False
     finally:
-        os.close(fd)
-    try:
-        os.rmdir(name, dir_fd=parent)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return False
-    return True
+        for fd, _, _ in path:
+            os.close(fd)
 
 
 def _new_thread_locks() -> list[threading.Lock]:
     return [threading.Lock() for _ in range(_LOCK_STRIPES)]
 
 
+def _flock(lock_type: int, stripe: int) -> bytes:
+    return _FLOCK.pack(lock_type, os.SEEK_SET, stripe, 1, 0)
+
+
+def _lock_byte(fd: int, stripe: int, ofd: tuple[int, int] | None) -> None:
+    """Wait for the write lock on byte ``stripe`` of the lock file ``fd``: owned by that open
+    file with ``ofd`` commands, by the process without."""
+    if ofd is None:
+        fcntl.lockf(fd, fcntl.LOCK_EX, 1, stripe)
+    else:
+        fcntl.fcntl(fd, ofd[0], _flock(fcntl.F_WRLCK, stripe))
+
+
+def _unlock_byte(fd: int, stripe: int, ofd: tuple[int, int] | None) -> None:
+    if ofd is None:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, stripe)
+    else:
+        fcntl.fcntl(fd, ofd[1], _flock(fcntl.F_UNLCK, stripe))
+
+
+def _ofd_locks_for(fd: int) -> tuple[int, int] | None:
+    """The OFD lock commands if the kernel takes them on ``fd`` (Linux 3.15 and later), else None."""
+    if _OFD_LOCKS is None:
+        return None
+    try:
+        _unlock_byte(fd, 0, _OFD_LOCKS)  # unlocking what is not locked changes nothing
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        return None
+    return _OFD_LOCKS
+
+
 _OPEN_STORES: weakref.WeakSet[FileTreeStorage] = weakref.WeakSet()
 
 
-def _renew_thread_locks() -> None:
-    """In a forked child, free the stripes that threads of the parent held at the fork.
-
-    Those threads do not exist in the child; their byte-range locks were not inherited.
-    """
+def _after_fork_in_child() -> None:
     for store in list(_OPEN_STORES):
-        store._thread_locks = _new_thread_locks()
+        store._after_fork()
 
 
-os.register_at_fork(after_in_child=_renew_thread_locks)
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _kind(st: os.stat_result) -> str:
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return "a symbolic link (the store never follows one out of its root)"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return "a special file"
+
+
+def _refusal(path: str, parent: int, name: str, wanted: str, exc: OSError | None) -> ObjstoreError:
+    """The error for the root entry ``name`` (at ``path``) that is not ``wanted``, or could not be opened."""
+    if exc is not None and exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EISDIR):
+        return _os_error(path, exc)
+    try:
+        found = _kind(os.stat(name, dir_fd=parent, follow_symlinks=False))
+    except OSError:
+        found = "not usable"
+    code = errno.EINVAL if exc is None else exc.errno
+    return StorageIOError(code, f"{path} is {found}, not {wanted}: refusing to open the store")
+
+
+def _open_same(parent: int, name: str, identity: tuple[int, int]) -> int | None:
+    """Open the folder ``name`` of ``parent`` if it is the folder ``identity``, else None."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except OSError:
+        return None
+    with contextlib.suppress(OSError):
+        if _identity(os.fstat(fd)) == identity:
+            return fd
+    os.close(fd)
+    return None
+
+
+def _narrow(fd: int, st: os.stat_result) -> None:
+    """Take group and other permissions away from our file (or folder) ``fd``, if it has any."""
+    if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+        os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o700)
+
+
+def _limit_ns(older_than: float) -> int:
+    """The time before which (inclusive) a leftover is older than ``older_than`` seconds."""
+    if not isinstance(older_than, (int, float)) or not older_than >= 0:
+        raise InvalidArgumentError(f"older_than is a number of seconds, at least 0, not {older_than!r}")
+    return time.time_ns() - int(min(older_than, 1e12) * 1e9)  # (nothing is 30,000 years old)
+
+
+@attrs.define
+class _Level:
+    """A folder on the path of the folder sweep."""
+
+    name: str  # its name in its parent
+    identity: tuple[int, int]
+    stale: bool  # it was last changed before the limit, when the sweep came in
+    pending: list[str]  # its folders the sweep has yet to visit
+    keep: bool = False  # it holds something that stays
 
 
 def _etag(st: os.stat_result) -> str:
@@ -208,49 +343,274 @@ def _info(key: str, st: os.stat_result) -> ObjectInfo:
 
 
 class FileTreeStorage(Storage):
-    """Objects as files under ``<root>/data``; subclasses map keys to paths."""
+    """Objects as files under ``<root>/data``; subclasses map keys to paths.
+
+    Any number of store objects, threads and processes may use one root at once: each
+    store object locks keys through its own open of ``<root>/locks`` (Linux
+    open-file-description locks), and a forked child opens it again for itself. Where
+    those locks are missing (not Linux), ``lockf`` locks serve, which belong to the
+    process: processes still exclude each other, and so do the threads of one store
+    object, but two store objects on one root in one process do not, and closing one of
+    them drops the locks the other holds; there, use one store object per root and process.
+    """
 
     def __init__(self, root: str | os.PathLike[str], *, tmp_grace: float = DEFAULT_TMP_GRACE) -> None:
+        """Open the store at ``root``, making what is missing, and remove the leftovers of
+        crashed writers older than ``tmp_grace`` seconds (see :meth:`cleanup`): its
+        temporary files, and, only if there were some, its empty folders.
+
+        Raises ``StorageIOError`` or ``PermissionDeniedError``, naming the path, if the root
+        or its ``data``, ``tmp`` or ``locks`` cannot be opened or is a link or of the wrong
+        kind; nothing stays open then.
+        """
         self.root = os.path.abspath(os.fspath(root))
+        self._open_fds: tuple[int, ...] = ()
+        fds: list[int] = []
         try:
-            for name in ("data", "tmp"):
-                os.makedirs(os.path.join(self.root, name), exist_ok=True)
-            self._data_fd = os.open(os.path.join(self.root, "data"), _DIR_FLAGS)
-            self._tmp_fd = os.open(os.path.join(self.root, "tmp"), _DIR_FLAGS)
-            self._lock_fd = os.open(
-                os.path.join(self.root, "locks"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666
-            )
-        except OSError as exc:
-            raise _os_error(self.root, exc) from exc
-        self._open_fds: tuple[int, ...] = (self._data_fd, self._tmp_fd, self._lock_fd)
-        self._thread_locks = _new_thread_locks()
+            fds.append(self._open_root())
+            fds.append(self._open_folder(fds[0], "data"))
+            fds.append(self._open_folder(fds[0], "tmp", private=True))
+            fds.append(self._open_lock_file(fds[0]))
+            self._root_fd, self._data_fd, self._tmp_fd, self._lock_fd = fds
+            self._ofd_locks = _ofd_locks_for(self._lock_fd)
+            self._open_fds = tuple(fds)
+            self._thread_locks = _new_thread_locks()
+            self._lost_lock: OSError | None = None
+            self._tmp_prefix = ""
+            self._tmp_prefix_pid = -1
+            self._tmp_counter = itertools.count()
+            limit = _limit_ns(tmp_grace)
+            if self._remove_stale_temporaries(limit):
+                self._remove_empty_folders(limit)  # a writer crashed: its folders may be left too
+        except BaseException as exc:
+            self._open_fds = ()
+            self._close(fds)
+            if isinstance(exc, OSError) and not isinstance(exc, ObjstoreError):
+                raise _os_error(self.root, exc) from exc
+            raise
         _OPEN_STORES.add(self)
-        self._tmp_prefix = ""
-        self._tmp_prefix_pid = -1
-        self._tmp_counter = itertools.count()
-        self.remove_stale_temporaries(tmp_grace)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root!r})"
 
     def close(self) -> None:
-        """Close the store's folders; a second call does nothing."""
+        """Close the store's folders and lock file; a second call does nothing."""
+        _OPEN_STORES.discard(self)
         fds, self._open_fds = self._open_fds, ()
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    def remove_stale_temporaries(self, older_than: float = DEFAULT_TMP_GRACE) -> int:
-        """Remove temporary files of writers that stopped more than ``older_than`` seconds ago."""
-        limit = time.time() - older_than
+    # -- opening -------------------------------------------------------------------
+
+    def _open_root(self) -> int:
+        """Open the root folder, making it if missing (the root itself may be a link)."""
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _os_error(self.root, exc) from exc
+
+    def _open_folder(self, root_fd: int, name: str, *, private: bool = False) -> int:
+        """Open the folder ``name`` of the root, making it if missing, never through a link;
+        a ``private`` one is the owner's alone."""
+        path = os.path.join(self.root, name)
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700 if private else 0o777, dir_fd=root_fd)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
+        except OSError as exc:
+            raise _refusal(path, root_fd, name, "a folder", exc) from exc
+        try:
+            if private:
+                _narrow(fd, os.fstat(fd))
+        except OSError as exc:
+            os.close(fd)
+            raise _os_error(path, exc) from exc
+        return fd
+
+    def _open_lock_file(self, root_fd: int) -> int:
+        """Open the lock file, making it (the owner's alone) if missing, never through a link."""
+        path = os.path.join(self.root, "locks")
+        try:
+            fd = os.open("locks", _LOCK_FLAGS | os.O_CREAT, 0o600, dir_fd=root_fd)
+        except OSError as exc:
+            raise _refusal(path, root_fd, "locks", "a regular file", exc) from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _refusal(path, root_fd, "locks", "a regular file", None)
+            if st.st_nlink != 1:
+                raise StorageIOError(errno.EMLINK, f"{path} has other links: refusing to open the store")
+            _narrow(fd, st)
+        except BaseException as exc:
+            os.close(fd)
+            if isinstance(exc, OSError) and not isinstance(exc, ObjstoreError):
+                raise _os_error(path, exc) from exc
+            raise
+        return fd
+
+    def _after_fork(self) -> None:
+        """In a forked child: free the stripes that threads of the parent held at the fork, and
+        take a lock file of its own (the inherited one shares its locks with the parent)."""
+        self._thread_locks = _new_thread_locks()
+        if self._ofd_locks is None or not self._open_fds:
+            return  # lockf locks belong to the process: the child holds none
+        try:
+            fd = os.open("locks", _LOCK_FLAGS, dir_fd=self._root_fd)
+            try:
+                if _identity(os.fstat(fd)) != _identity(os.fstat(self._lock_fd)):
+                    raise StorageIOError(errno.ESTALE, f"{self.root}/locks was replaced")
+                os.dup2(fd, self._lock_fd, inheritable=False)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self._lost_lock = exc  # its writes and deletes fail rather than go unlocked
+
+    # -- cleaning up -------------------------------------------------------------------
+
+    def cleanup(self, older_than: float = DEFAULT_TMP_GRACE) -> CleanupResult:
+        """Remove the leftovers of crashed writers and deleters last changed more than
+        ``older_than`` seconds ago: temporary files, and folders of the data tree that hold
+        nothing but such folders.
+
+        Files, links and anything else in the data tree stay, and so do the folders that
+        hold them. An entry that cannot be removed is logged (to the ``objstore`` logger)
+        and skipped. A write that stalls for more than ``older_than`` seconds (its temporary
+        file unchanged that long) loses that file and fails with ``StorageIOError``.
+        """
+        limit = _limit_ns(older_than)
+        return CleanupResult(self._remove_stale_temporaries(limit), self._remove_empty_folders(limit))
+
+    def _remove_stale_temporaries(self, limit_ns: int) -> int:
+        """Remove the temporary files last changed at or before ``limit_ns``; how many went."""
+        path = os.path.join(self.root, "tmp")
+        try:
+            fd = os.open(".", _DIR_FLAGS, dir_fd=self._tmp_fd)  # a reading position of its own
+            try:
+                with os.scandir(fd) as entries:
+                    return sum(self._remove_temporary(path, entry, limit_ns) for entry in entries)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _os_error(path, exc) from exc
+
+    def _remove_temporary(self, folder: str, entry: os.DirEntry[str], limit_ns: int) -> bool:
+        """Remove the entry of the tmp folder if it is stale; whether it went (a failure is logged)."""
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime_ns > limit_ns:
+                return False
+            os.unlink(entry.name, dir_fd=self._tmp_fd)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            _log.warning("could not remove the stale temporary %s: %s", os.path.join(folder, entry.name), exc)
+            return False
+        return True
+
+    def _remove_empty_folders(self, limit_ns: int) -> int:
+        """Remove the folders of the data tree that hold nothing but such folders and were
+        last changed at or before ``limit_ns``; how many went.
+
+        Walks without recursion, with one folder open at a time, never through a link.
+        """
         removed = 0
-        with os.scandir(self._tmp_fd) as entries:
-            for entry in entries:
-                with contextlib.suppress(FileNotFoundError):
-                    if entry.stat(follow_symlinks=False).st_mtime < limit:
-                        os.unlink(entry.name, dir_fd=self._tmp_fd)
-                        removed += 1
+        try:
+            fd = os.open(".", _DIR_FLAGS, dir_fd=self._data_fd)
+        except OSError as exc:
+            raise _os_error(os.path.join(self.root, "data"), exc) from exc
+        try:
+            path = [self._scan(fd, "", limit_ns)]
+            while len(path) > 1 or path[0].pending:
+                level = path[-1]
+                if level.pending:
+                    entered = self._enter(fd, level, limit_ns)
+                    if entered is not None:
+                        fd, left = entered[0], fd
+                        os.close(left)
+                        path.append(entered[1])
+                    continue
+                path.pop()
+                up = self._up(fd, path)
+                if up is None:
+                    _log.warning("the data tree of %s changed under the folder sweep: stopped", self.root)
+                    break
+                fd, left = up, fd
+                os.close(left)
+                outcome = self._remove_folder(fd, level)
+                removed += outcome == "removed"
+                if outcome == "kept":
+                    path[-1].keep = True
+        finally:
+            os.close(fd)
         return removed
+
+    def _scan(self, fd: int, name: str, limit_ns: int) -> _Level:
+        """The sweep's view of the open folder ``fd``, named ``name`` in its parent."""
+        level = _Level(name, (-1, -1), False, [])
+        try:
+            st = os.fstat(fd)
+            level.identity, level.stale = _identity(st), st.st_mtime_ns <= limit_ns
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        level.pending.append(entry.name)
+                    else:
+                        level.keep = True
+        except OSError as exc:
+            _log.warning("could not list the folder %r of %s: %s", name, self.root, exc)
+            level.keep = True
+        return level
+
+    def _enter(self, fd: int, level: _Level, limit_ns: int) -> tuple[int, _Level] | None:
+        """Open and scan the next pending folder of ``level`` (open as ``fd``), if it is still one."""
+        name = level.pending.pop()
+        try:
+            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            level.keep = True  # now a link or a file, or closed to us
+            return None
+        try:
+            return child, self._scan(child, name, limit_ns)
+        except BaseException:
+            os.close(child)
+            raise
+
+    def _up(self, fd: int, path: list[_Level]) -> int | None:
+        """Open the parent of the folder ``fd``, the last folder of ``path``; None if it moved."""
+        up = _open_same(fd, "..", path[-1].identity)
+        if up is not None:
+            return up
+        # The folder was removed or moved meanwhile: find its parent again from the top.
+        fds: list[int] = []
+        try:
+            parent = self._data_fd
+            for level in path[1:]:
+                inner = _open_same(parent, level.name, level.identity)
+                if inner is None:
+                    return None
+                fds.append(inner)
+                parent = inner
+            return fds.pop() if fds else _open_same(self._data_fd, ".", path[0].identity)
+        finally:
+            self._close(fds)
+
+    @staticmethod
+    def _remove_folder(parent: int, level: _Level) -> Literal["removed", "gone", "kept"]:
+        """Remove the swept folder ``level`` of ``parent`` if it is stale and holds nothing."""
+        if level.keep or not level.stale:
+            return "kept"
+        try:
+            if _identity(os.stat(level.name, dir_fd=parent, follow_symlinks=False)) != level.identity:
+                return "kept"  # another folder took its place
+            os.rmdir(level.name, dir_fd=parent)
+        except FileNotFoundError:
+            return "gone"
+        except OSError:
+            return "kept"  # something arrived meanwhile
+        return "removed"
 
     # -- what a subclass defines -------------------------------------------------
 
@@ -275,12 +635,17 @@ class FileTreeStorage(Storage):
     # -- locking and path resolution -------------------------------------------------
 
     def _lock(self, key: str) -> int:
-        """Take the key's lock, between threads and between processes; its stripe, to unlock."""
+        """Take the key's lock, between the threads of this store object and between store
+        objects (of this process or another); its stripe, to unlock."""
+        if self._lost_lock is not None:
+            raise StorageIOError(
+                errno.ENOLCK, f"{self.root}: this forked process could not open a lock file of its own"
+            ) from self._lost_lock
         stripe = zlib.crc32(key.encode("utf-8", "surrogatepass")) % _LOCK_STRIPES
         thread_lock = self._thread_locks[stripe]
         thread_lock.acquire()
         try:
-            fcntl.lockf(self._lock_fd, fcntl.LOCK_EX, 1, stripe)
+            _lock_byte(self._lock_fd, stripe, self._ofd_locks)
         except BaseException:
             thread_lock.release()
             raise
@@ -288,7 +653,7 @@ class FileTreeStorage(Storage):
 
     def _unlock(self, stripe: int) -> None:
         try:
-            fcntl.lockf(self._lock_fd, fcntl.LOCK_UN, 1, stripe)
+            _unlock_byte(self._lock_fd, stripe, self._ofd_locks)
         finally:
             self._thread_locks[stripe].release()
 
@@ -398,8 +763,14 @@ class FileTreeStorage(Storage):
                             )
                         try:
                             os.rename(tmp_name, name, src_dir_fd=self._tmp_fd, dst_dir_fd=parent)
-                        except FileNotFoundError:
-                            continue  # a deleter removed the (empty) parent folder: make it again
+                        except FileNotFoundError as exc:
+                            if not self._is_temporary(tmp_name):
+                                raise StorageIOError(
+                                    errno.ENOENT,
+                                    f"the temporary file of {key!r} was removed before its commit"
+                                    " (by a cleanup with a grace shorter than the write?)",
+                                ) from exc
+                            continue  # a deleter or a cleanup removed the (empty) parent folder
                         except IsADirectoryError as exc:
                             if _remove_empty_tree(parent, name):
                                 continue  # empty folders left by a crashed writer
@@ -420,6 +791,13 @@ class FileTreeStorage(Storage):
                 raise
             raise _os_error(key, exc) from exc
         raise StorageIOError(errno.EAGAIN, f"could not commit {key!r}: its folder kept disappearing")
+
+    def _is_temporary(self, tmp_name: str) -> bool:
+        try:
+            os.stat(tmp_name, dir_fd=self._tmp_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
 
     def _check(
         self,
@@ -547,12 +925,12 @@ class FileTreeStorage(Storage):
         if start is None:
             return
         names, scope, scope_key = start
-        try:
-            fds = self._open_dirs(prefix, names, create=False)
+        try:  # (the data folder is opened again: a listing needs a reading position of its own)
+            fds = self._open_dirs(prefix, names or ["."], create=False)
         except FileNotFoundError:
             return
         try:
-            yield from self._walk(fds[-1] if fds else self._data_fd, scope, scope_key, prefix, cursor, emit)
+            yield from self._walk(fds[-1], scope, scope_key, prefix, cursor, emit)
         finally:
             self._close(fds)
 

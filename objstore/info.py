@@ -22,3 +22,13 @@ class CommonPrefix:
     """A level below the listed prefix, shown by a one-level listing; ``key`` ends with "/"."""
 
     key: str
+
+
+@attrs.frozen(slots=True)
+class CleanupResult:
+    """What :meth:`Storage.cleanup` removed: temporary files and empty folders (posix),
+    unfinished multipart uploads (s3)."""
+
+    temporaries: int = 0
+    folders: int = 0
+    uploads: int = 0

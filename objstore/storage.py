@@ -8,7 +8,7 @@ from typing import BinaryIO, Literal, overload
 
 from ._source import Data, iter_chunks
 from .errors import InvalidArgumentError, NotExistError
-from .info import CommonPrefix, ObjectInfo
+from .info import CleanupResult, CommonPrefix, ObjectInfo
 from .keys import check_key, check_prefix
 
 Chunks = Iterator["bytes | memoryview"]
@@ -169,6 +169,11 @@ class Storage(abc.ABC):
     def _list_keys(self, prefix: str, start_after: str, recursive: bool) -> Iterator[str | CommonPrefix]:
         for entry in self._list(prefix, start_after, recursive):
             yield entry.key if isinstance(entry, ObjectInfo) else entry
+
+    def cleanup(self, older_than: float = 3600.0) -> CleanupResult:
+        """Remove what crashed or interrupted writers left behind, once older than
+        ``older_than`` seconds; what went. Objects are never touched."""
+        return CleanupResult()
 
     def close(self) -> None:  # noqa: B027 - most backends hold nothing
         """Release what the backend holds open (connections, file descriptors)."""

@@ -4,18 +4,29 @@
 :func:`storage_spec`. Mode ``churn`` writes COUNT versions (0 = until killed) and
 prints ``WRITING`` once the first write is under way; every version is self-checking
 (see :func:`version`). Mode ``folders`` writes and deletes keys under KEY for COUNT
-seconds (see :func:`churn_folders`).
+seconds (see :func:`churn_folders`). Mode ``deep`` writes keys deep in new folders under
+KEY, COUNT of them (0 = until killed), deleting every other one, and prints ``WRITING``
+once the first is written (see :func:`churn_deep`).
+
+Modes ``race`` and ``count`` open WRITER store objects on the same root, one thread
+each, print ``READY`` and start when a line arrives on stdin: ``race`` tries a
+create-only write of keys ``KEY/0`` to ``KEY/<COUNT-1>`` (see :func:`race_creates`),
+``count`` adds COUNT to the counter ``KEY`` by compare-and-swap (see :func:`count_up`).
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
+import os
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from objstore import S3Storage, Storage
+from objstore import AlreadyExistsError, NotExistError, PreconditionFailedError, S3Storage, Storage
 from objstore.posix import PosixStorage
 from objstore.posixflat import PosixFlatStorage
 
@@ -55,9 +66,17 @@ def open_storage(spec_json: str) -> Storage:
 
 
 def main(spec_json: str, mode: str, key: str, writer: int, count: int) -> None:
+    if mode in ("race", "count"):
+        stores = [open_storage(spec_json) for _ in range(writer)]
+        race = functools.partial(race_creates, start=threading.Barrier(writer))
+        in_threads(stores, race if mode == "race" else count_up, key, count)
+        return
     storage = open_storage(spec_json)
     if mode == "folders":
         churn_folders(storage, key, writer, count)
+        return
+    if mode == "deep":
+        churn_deep(storage, key, writer, count)
         return
     assert mode == "churn"
     storage.write(key, announced(version(writer, 0)))
@@ -81,6 +100,95 @@ def churn_folders(storage: Storage, prefix: str, writer: int, seconds: int) -> N
             storage.delete(key)
         rounds += 1
     print(f"ROUNDS {rounds}", flush=True)
+
+
+DEEP_LEVELS = 200
+
+
+def deep_key(prefix: str, writer: int, number: int) -> str:
+    """A key below many folders that no other key uses (about 200 on posix)."""
+    return f"{prefix}/w{writer}/{number}/" + "/".join(["dd"] * DEEP_LEVELS) + "/obj"
+
+
+def deep_data(key: str) -> bytes:
+    """The data stored under a deep key: the key four times, so a torn object shows."""
+    return key.encode() * 4
+
+
+def churn_deep(storage: Storage, prefix: str, writer: int, count: int) -> None:
+    """Write deep keys in new folders, deleting every other one; print ``KEPT key`` for the rest."""
+    for number in itertools.count():
+        if count and number >= count:
+            break
+        key = deep_key(prefix, writer, number)
+        storage.write(key, deep_data(key))
+        if number == 0:
+            print("WRITING", flush=True)
+        if number % 2:
+            storage.delete(key)  # prunes the folders it empties
+        else:
+            print(f"KEPT {key}", flush=True)
+    print("DONE", flush=True)
+
+
+Job = Callable[[Storage, str, int, list[str]], None]
+
+
+def in_threads(stores: list[Storage], job: Job, key: str, count: int) -> None:
+    """Run ``job`` once per store, each in a thread, once a line arrives on stdin; print what they report."""
+    print("READY", flush=True)
+    sys.stdin.readline()
+    reports: list[list[str]] = [[] for _ in stores]
+    failures: list[BaseException] = []
+
+    def run(store: Storage, report: list[str]) -> None:
+        try:
+            job(store, key, count, report)
+        except BaseException as exc:
+            failures.append(exc)
+            raise
+
+    threads = [threading.Thread(target=run, args=pair) for pair in zip(stores, reports, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    for line in itertools.chain.from_iterable(reports):
+        print(line)
+    print("DONE", flush=True)
+
+
+def race_creates(
+    storage: Storage, prefix: str, count: int, report: list[str], *, start: threading.Barrier
+) -> None:
+    """Try to create ``prefix/0`` ... ``prefix/<count-1>``, each key once all threads of this
+    process (``start``) are ready for it; report ``WON <key> <tag>`` for each created."""
+    tag = f"{os.getpid()}-{threading.get_ident()}"
+    for number in range(count):
+        start.wait(10)
+        key = f"{prefix}/{number}"
+        try:
+            storage.write(key, tag.encode(), if_none_match=True)
+        except AlreadyExistsError:
+            continue
+        report.append(f"WON {key} {tag}")
+
+
+def count_up(storage: Storage, key: str, count: int, report: list[str]) -> None:
+    """Add ``count`` to the counter ``key`` by compare-and-swap; report ``COUNTED <count> <conflicts>``."""
+    done = conflicts = 0
+    while done < count:
+        try:
+            etag = storage.stat(key).etag
+            value = int(storage.read_bytes(key))
+            storage.write(key, str(value + 1).encode(), if_match=etag)
+        except (NotExistError, PreconditionFailedError):
+            conflicts += 1
+            continue
+        done += 1
+    report.append(f"COUNTED {done} {conflicts}")
 
 
 def announced(chunks: Iterator[bytes]) -> Iterator[bytes]:

@@ -678,14 +678,19 @@ def test_http_errors_are_json(executors: MakeExecutor, path: str, status: int, k
     assert body["kind"] == kind and body["message"]
 
 
-def test_http_serves_only_get(executors: MakeExecutor, tmp_path: Path) -> None:
-    executor = executors()
-    log = task_dir(tmp_path, "t1") / "logs" / "setup.log"
-    log.parent.mkdir(parents=True)
-    log.write_bytes(b"x" * 200_000)
-    assert get(f"{executor.url}/api/v1/tasks/t1/logs/setup").data == b"x" * 200_000
-    response = get(f"{executor.url}/api/v1/tasks/t1/logs/setup", method="DELETE")
-    assert response.status == 405 and json.loads(response.data)["kind"] == "bad_request"
+def test_http_serves_only_get(tmp_path: Path) -> None:
+    # No runservice answers this executor, so its loop never removes the unassigned t1.
+    executor = Executor("http://127.0.0.1:1", tmp_path / "data", executor_id=EXECUTOR_ID, interval=0.05)
+    executor.start()
+    try:
+        log = task_dir(tmp_path, "t1") / "logs" / "setup.log"
+        log.parent.mkdir(parents=True)
+        log.write_bytes(b"x" * 200_000)
+        assert get(f"{executor.url}/api/v1/tasks/t1/logs/setup").data == b"x" * 200_000
+        response = get(f"{executor.url}/api/v1/tasks/t1/logs/setup", method="DELETE")
+        assert response.status == 405 and json.loads(response.data)["kind"] == "bad_request"
+    finally:
+        executor.stop()
 
 
 def test_stop_before_start_and_twice(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ from ..errors import (
     PreconditionFailedError,
     RemoteError,
 )
-from ..info import CommonPrefix, ObjectInfo
+from ..info import CleanupResult, CommonPrefix, ObjectInfo
 from ..keys import check_key
 from ..storage import Chunks, Storage
 from .answers import Answer, etag, header, http_time, iso_time, parsed_header
@@ -507,12 +507,14 @@ class S3Storage(Storage):
 
     # -- cleaning up -------------------------------------------------------------
 
-    def cleanup(self, older_than: float = DEFAULT_UPLOAD_GRACE) -> int:
-        """Abort the multipart uploads started more than ``older_than`` seconds ago; how many.
+    def cleanup(self, older_than: float = DEFAULT_UPLOAD_GRACE) -> CleanupResult:
+        """Abort the multipart uploads started more than ``older_than`` seconds ago.
 
         Writers that crashed, or whose request to start an upload lost its answer, leave
         such uploads behind; they hold storage until aborted.
         """
+        if not isinstance(older_than, int | float) or not older_than >= 0:
+            raise InvalidArgumentError(f"older_than is a number of seconds, at least 0, not {older_than!r}")
         limit = datetime.now(timezone.utc) - timedelta(seconds=older_than)
         aborted = 0
         query = {"uploads": "", "encoding-type": "url"}
@@ -524,7 +526,7 @@ class S3Storage(Storage):
                     key = decode(answer.required("Key", upload))
                     aborted += self._abort(key, answer.required("UploadId", upload))
             if not answer.flag("IsTruncated"):
-                return aborted
+                return CleanupResult(uploads=aborted)
             query["key-marker"] = answer.required("NextKeyMarker")
             query["upload-id-marker"] = answer.required("NextUploadIdMarker")
 
