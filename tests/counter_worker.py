@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 
 from objstore import (
     NotExistError,
@@ -29,50 +30,54 @@ ATTEMPTS = 500
 SECONDS = 120.0
 
 
+def swap(storage: Storage, key: str, change: Callable[[bytes], bytes | None], tally: dict[str, int]) -> str:
+    """One compare-and-swap try of ``change`` on the counter: "written", "unchanged" (change
+    gave None), "unknown" (the outcome was lost), or "again" (refused or failed)."""
+    try:
+        etag = storage.stat(key).etag
+        new = change(storage.read_bytes(key))
+        if new is None:
+            return "unchanged"
+        storage.write(key, new, if_match=etag)
+    except OutcomeUnknownError:
+        tally["unknown"] += 1
+        return "unknown"
+    except (PreconditionFailedError, NotExistError):
+        tally["conflicts"] += 1
+        return "again"
+    except ObjstoreError:
+        tally["errors"] += 1
+        return "again"
+    return "written"
+
+
 def increment_plain(storage: Storage, key: str, tally: dict[str, int]) -> None:
     """One increment of an integer counter; ends on a success or an unknown outcome."""
     for _ in range(ATTEMPTS):
-        try:
-            etag = storage.stat(key).etag
-            value = int(storage.read_bytes(key))
-            storage.write(key, str(value + 1).encode(), if_match=etag)
-        except OutcomeUnknownError:
-            tally["unknown"] += 1
+        outcome = swap(storage, key, lambda raw: str(int(raw) + 1).encode(), tally)
+        if outcome == "written":
+            tally["successes"] += 1
+        if outcome in ("written", "unknown"):
             return
-        except (PreconditionFailedError, NotExistError):
-            tally["conflicts"] += 1
-            continue
-        except ObjstoreError:
-            tally["errors"] += 1
-            continue
-        tally["successes"] += 1
-        return
     raise RuntimeError("no increment after every attempt")
 
 
 def increment_exact(storage: Storage, key: str, writer: str, number: int, tally: dict[str, int]) -> None:
     """Increment ``number`` of ``writer``: done once its number is recorded in the counter."""
+
+    def change(raw: bytes) -> bytes | None:
+        counter = json.loads(raw)
+        if counter["last"].get(writer, 0) >= number:
+            return None  # an unknown outcome that was applied after all
+        counter["count"] += 1
+        counter["last"][writer] = number
+        return json.dumps(counter).encode()
+
     for _ in range(ATTEMPTS):
-        try:
-            etag = storage.stat(key).etag
-            counter = json.loads(storage.read_bytes(key))
-            if counter["last"].get(writer, 0) >= number:
-                tally["resolved"] += 1  # an unknown outcome that was applied after all
-                return
-            counter["count"] += 1
-            counter["last"][writer] = number
-            storage.write(key, json.dumps(counter).encode(), if_match=etag)
-        except OutcomeUnknownError:
-            tally["unknown"] += 1
-            continue  # read again: the counter says whether it was applied
-        except (PreconditionFailedError, NotExistError):
-            tally["conflicts"] += 1
-            continue
-        except ObjstoreError:
-            tally["errors"] += 1
-            continue
-        tally["successes"] += 1
-        return
+        outcome = swap(storage, key, change, tally)
+        if outcome in ("written", "unchanged"):
+            tally["successes" if outcome == "written" else "resolved"] += 1
+            return
     raise RuntimeError("no increment after every attempt")
 
 

@@ -137,11 +137,7 @@ class Request:
         return frozenset(name for name, _ in parse_qsl(self.query, keep_blank_values=True))
 
     def header(self, name: str) -> str | None:
-        name = name.lower()
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        return _header(self.headers, name)
 
     @property
     def chunked(self) -> bool:
@@ -165,11 +161,7 @@ class Response:
     body: bytes
 
     def header(self, name: str) -> str | None:
-        name = name.lower()
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        return _header(self.headers, name)
 
     def with_header(self, name: str, value: str) -> Response:
         """This response with header ``name`` set to ``value`` (replacing any of that name)."""
@@ -477,6 +469,12 @@ class FaultProxy:
 
 
 # -- HTTP bits ----------------------------------------------------------------------
+
+
+def _header(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
+    """The first header called ``name`` (in any case), or None."""
+    name = name.lower()
+    return next((value for key, value in headers if key.lower() == name), None)
 
 
 def _read_line(rfile: BinaryIO) -> bytes:

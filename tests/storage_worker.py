@@ -161,11 +161,18 @@ def in_threads(stores: list[Storage], job: Job, key: str, count: int) -> None:
 
 
 def race_creates(
-    storage: Storage, prefix: str, count: int, report: list[str], *, start: threading.Barrier
+    storage: Storage,
+    prefix: str,
+    count: int,
+    report: list[str],
+    *,
+    start: threading.Barrier,
+    tag: str | None = None,
 ) -> None:
-    """Try to create ``prefix/0`` ... ``prefix/<count-1>``, each key once all threads of this
-    process (``start``) are ready for it; report ``WON <key> <tag>`` for each created."""
-    tag = f"{os.getpid()}-{threading.get_ident()}"
+    """Try to create ``prefix/0`` ... ``prefix/<count-1>`` holding ``tag`` (by default, this
+    process and thread), each key once all racers (``start``) are ready for it; report
+    ``WON <key> <tag>`` for each created."""
+    tag = tag or f"{os.getpid()}-{threading.get_ident()}"
     for number in range(count):
         start.wait(10)
         key = f"{prefix}/{number}"

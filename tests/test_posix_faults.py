@@ -30,7 +30,6 @@ from typing import ClassVar
 import pytest
 
 from objstore import (
-    AlreadyExistsError,
     CleanupResult,
     NotExistError,
     ObjstoreError,
@@ -41,6 +40,7 @@ from objstore import (
 from objstore._filetree import FileTreeStorage
 from objstore.posix import PosixStorage
 from objstore.posixflat import PosixFlatStorage
+from tests import storage_worker
 from tests.storage_worker import deep_data, storage_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,16 +73,9 @@ def run_threads(targets: list[Callable[[], None]], timeout: float = 30) -> None:
 def race_creates(store: FileTreeStorage, tag: str, start: threading.Barrier) -> list[str]:
     """Try a create-only write of every race key, each started with the other racers; the keys
     this caller created."""
-    won = []
-    for number in range(KEYS):
-        start.wait(10)
-        key = f"race/{number}"
-        try:
-            store.write(key, tag.encode(), if_none_match=True)
-        except AlreadyExistsError:
-            continue
-        won.append(key)
-    return won
+    report: list[str] = []
+    storage_worker.race_creates(store, "race", KEYS, report, start=start, tag=tag)
+    return [line.split()[1] for line in report]
 
 
 def check_one_winner_per_key(store: FileTreeStorage, wins: dict[str, list[str]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.server
 import io
 import os
@@ -104,28 +105,14 @@ def test_multipart_conditions_are_checked_on_completion(
     other = s3_endpoint.storage(s3.bucket)
     etag = s3.write("big", chunks(PART + 1))
     fault_proxy.stall_limit = 0  # a stall of nothing: the rule only runs its hook
-    fault_proxy.plan(
-        Rule(
-            Fault.STALL_HEADERS,
-            method="PUT",
-            query="partNumber",
-            times=1,
-            then=lambda: other.write("big", b"x"),
-        )
-    )
-    with pytest.raises(PreconditionFailedError):
-        s3.write("big", chunks(PART + 1), if_match=etag)
-    fault_proxy.plan(
-        Rule(
-            Fault.STALL_HEADERS,
-            method="PUT",
-            query="partNumber",
-            times=1,
-            then=lambda: other.write("new", b"x"),
-        )
-    )
-    with pytest.raises(AlreadyExistsError):
-        s3.write("new", chunks(PART + 1), if_none_match=True)
+    for key, condition, error in [
+        ("big", {"if_match": etag}, PreconditionFailedError),
+        ("new", {"if_none_match": True}, AlreadyExistsError),
+    ]:
+        meddle = functools.partial(other.write, key, b"x")
+        fault_proxy.plan(Rule(Fault.STALL_HEADERS, method="PUT", query="partNumber", times=1, then=meddle))
+        with pytest.raises(error):
+            s3.write(key, chunks(PART + 1), **condition)  # type: ignore[arg-type]
     assert s3.read_bytes("big") == b"x" and s3.read_bytes("new") == b"x"
 
 

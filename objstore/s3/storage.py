@@ -197,15 +197,20 @@ class S3Storage(Storage):
         """Wait before try ``attempt + 2``: exponential backoff with jitter, at most 5 s."""
         time.sleep(min(self.backoff * 2**attempt, 5.0) * (0.5 + random.random()))
 
-    def _retrying(self, key: str, call: Callable[[], T]) -> T:
-        """Run ``call`` until it succeeds, fails for good, or the retries are spent."""
+    def _tries(self) -> Iterator[bool]:
+        """One item per try, yielded after the pause before it: whether it is the last."""
         for attempt in range(self.retries + 1):
             if attempt:
                 self._pause(attempt - 1)
+            yield attempt == self.retries
+
+    def _retrying(self, key: str, call: Callable[[], T]) -> T:
+        """Run ``call`` until it succeeds, fails for good, or the retries are spent."""
+        for last in self._tries():
             try:
                 return self._attempt(key, call)
             except Failure as failure:
-                if not failure.retry or attempt == self.retries:
+                if not failure.retry or last:
                     raise failure.error from failure.__cause__
         raise AssertionError("unreachable")
 
@@ -217,9 +222,7 @@ class S3Storage(Storage):
         raises :class:`OutcomeUnknownError`, never a success or a refusal.
         """
         ambiguous = False
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self._pause(attempt - 1)
+        for last in self._tries():
             try:
                 return self._attempt(key, send)
             except Failure as failure:
@@ -239,7 +242,7 @@ class S3Storage(Storage):
                     ours = self._probe(key, condition, failure)
                     if ours is not None:
                         return ours
-                if attempt == self.retries:
+                if last:
                     raise failure.error from failure.__cause__
         raise AssertionError("unreachable")
 
@@ -390,14 +393,12 @@ class S3Storage(Storage):
     def read_bytes(self, key: str) -> bytes:
         """The whole object; a body that fails its check, or changes while read, is read again."""
         key = self.check_key(key)
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self._pause(attempt - 1)
+        for last in self._tries():
             reader = ObjectReader.open(self, key)
             try:
                 return reader.readall()
             except (IntegrityError, ObjectChangedError):
-                if attempt == self.retries:
+                if last:
                     raise
             finally:
                 reader.close()
