@@ -148,6 +148,19 @@ def test_an_applied_swap_overtaken_before_its_read_back_is_unknown_not_refused(
     assert s3.read_bytes("counter") == b"7"
 
 
+@pytest.mark.parametrize(("fault", "unknown"), [(Fault.RESET, True), (Fault.STATUS_503, False)])
+def test_the_last_try_is_unknown_only_if_it_may_still_land(
+    proxied_storage: Factory, fault_proxy: FaultProxy, fault: Fault, unknown: bool
+) -> None:
+    """A reset request may yet reach the server; a 503 was refused before it was applied."""
+    s3 = proxied_storage(retries=0)
+    fault_proxy.plan(Rule(fault, method="PUT"))
+    with pytest.raises(RemoteError) as caught:
+        s3.write("lock", b"mine", if_none_match=True)
+    assert (type(caught.value).__name__ == "OutcomeUnknownError") == unknown
+    assert caught.value.transient != unknown  # an unknown outcome is read back, not retried blindly
+
+
 def test_a_read_back_that_fails_leaves_the_outcome_unknown(
     proxied_storage: Factory, fault_proxy: FaultProxy
 ) -> None:

@@ -242,6 +242,10 @@ class S3Storage(Storage):
                     ours = self._probe(key, condition, failure)
                     if ours is not None:
                         return ours
+                    if last:  # the request may still be applied after this read-back
+                        raise OutcomeUnknownError(
+                            key, f"no try could be proven ({failure.error})"
+                        ) from failure
                 if last:
                     raise failure.error from failure.__cause__
         raise AssertionError("unreachable")
