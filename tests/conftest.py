@@ -17,9 +17,11 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
+import boto3
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
@@ -61,6 +63,17 @@ class S3Endpoint:
             secret_key=self.secret_key,
             secure=self.secure,
             region=self.region,
+        )
+
+    def boto(self) -> Any:
+        """A boto3 client of the endpoint: another S3 client, for what minio and objstore do not do."""
+        scheme = "https" if self.secure else "http"
+        return boto3.client(
+            "s3",
+            endpoint_url=f"{scheme}://{self.endpoint}",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region or "us-east-1",
         )
 
     def storage(self, bucket: str, **options: object) -> S3Storage:

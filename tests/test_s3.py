@@ -9,7 +9,6 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 
-import boto3
 import pytest
 
 from objstore import (
@@ -32,22 +31,11 @@ def s3(s3_endpoint: S3Endpoint, s3_bucket: Callable[[], str]) -> S3Storage:
     return s3_endpoint.storage(s3_bucket(), part_size=PART)
 
 
-def boto(endpoint: S3Endpoint) -> object:
-    scheme = "https" if endpoint.secure else "http"
-    return boto3.client(
-        "s3",
-        endpoint_url=f"{scheme}://{endpoint.endpoint}",
-        aws_access_key_id=endpoint.access_key,
-        aws_secret_access_key=endpoint.secret_key,
-        region_name=endpoint.region or "us-east-1",
-    )
-
-
 def test_conditional_headers_reach_the_server(s3: S3Storage, s3_endpoint: S3Endpoint) -> None:
     s3.write("k", b"first")
     # The pitfall: minio's metadata= turns the header into user metadata, and the write goes through.
     s3_endpoint.client().put_object(s3.bucket, "k", io.BytesIO(b"second"), 6, metadata={"If-None-Match": "*"})
-    head = boto(s3_endpoint).head_object(Bucket=s3.bucket, Key="k")  # type: ignore[attr-defined]
+    head = s3_endpoint.boto().head_object(Bucket=s3.bucket, Key="k")
     assert head["Metadata"] == {"if-none-match": "*"}
     # objstore sends real headers: the server refuses, and the object stays as it was.
     with pytest.raises(AlreadyExistsError):
@@ -57,7 +45,7 @@ def test_conditional_headers_reach_the_server(s3: S3Storage, s3_endpoint: S3Endp
         s3.write("k", b"third", if_match="0" * 32)
     assert s3.read_bytes("k") == b"second"
     assert s3.write("k", b"fourth", if_match=etag) != etag
-    head = boto(s3_endpoint).head_object(Bucket=s3.bucket, Key="k")  # type: ignore[attr-defined]
+    head = s3_endpoint.boto().head_object(Bucket=s3.bucket, Key="k")
     assert list(head["Metadata"]) == ["objstore-write"]  # the write's identifier, not the condition
 
 

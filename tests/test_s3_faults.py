@@ -277,6 +277,46 @@ def test_a_bad_body_is_never_data(
     assert s3.read_bytes("k") == data
 
 
+def write_multipart_with_crc32(endpoint: S3Endpoint, bucket: str, key: str, parts: list[bytes]) -> None:
+    """Another client's multipart object that the server keeps a full-object CRC32 of."""
+    client = endpoint.boto()
+    upload = client.create_multipart_upload(
+        Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT"
+    )
+    done = []
+    for number, part in enumerate(parts, start=1):
+        answer = client.upload_part(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=part,
+            ChecksumAlgorithm="CRC32",
+        )
+        done.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumCRC32": answer["ChecksumCRC32"]})
+    client.complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": done},
+        ChecksumType="FULL_OBJECT",
+    )
+
+
+@pytest.mark.parametrize("fault", [Fault.CUT_CONSISTENT, Fault.GARBLE])
+def test_another_clients_multipart_object_is_checked_by_its_full_object_checksum(
+    proxied_storage: Factory, fault_proxy: FaultProxy, s3_endpoint: S3Endpoint, fault: Fault
+) -> None:
+    s3 = proxied_storage(retries=0)
+    parts = [b"".join(chunks(PART, 4093)), b"tail" * 1000]
+    write_multipart_with_crc32(s3_endpoint, s3.bucket, "theirs", parts)
+    assert "-" in s3.stat("theirs").etag  # no MD5 of the whole: only the CRC32 can tell
+    assert s3.read_bytes("theirs") == b"".join(parts)
+    fault_proxy.plan(Rule(fault, method="GET"))
+    with pytest.raises(IntegrityError, match="digest"):
+        s3.read_bytes("theirs")
+
+
 @pytest.mark.parametrize("fault", [Fault.CUT, Fault.CUT_CONSISTENT, Fault.GARBLE, Fault.RESET])
 def test_a_read_is_made_whole_within_the_retries(
     proxied_storage: Factory, fault_proxy: FaultProxy, fault: Fault

@@ -1,17 +1,21 @@
 """An object's body as a stream that resumes where a broken read stopped, and never passes bad bytes for good.
 
-Every body is checked against its length. A single-part object's body is also checked
-against its etag (the MD5 of the content, unless KMS or customer keys encrypt it), and a
-multipart object that objstore wrote against its etag too: the MD5 of its parts' MD5s,
-with the part size that objstore records in the object's metadata.
+Every body is checked against its length, and its bytes against a digest where the
+answer gives one: the etag of a single-part object (the MD5 of its content, unless KMS or
+customer keys encrypt it); the etag of a multipart object that objstore wrote (the MD5 of
+its parts' MD5s, with the part size recorded in its metadata); else a full-object
+``x-amz-checksum-crc32``, ``-sha1`` or ``-sha256`` that the writer had the server keep.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import re
-from typing import TYPE_CHECKING, Any
+import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import urllib3
 
@@ -25,24 +29,104 @@ if TYPE_CHECKING:
 
 #: The metadata header in which objstore records a multipart object's part size.
 PART_SIZE_HEADER = "x-amz-meta-objstore-part-size"
+#: Asks the server for the checksums it keeps of an object.
+CHECKSUM_MODE = {"x-amz-checksum-mode": "ENABLED"}
 #: At most this much of a body is read under one deadline.
 CHUNK = 1 << 20
 _MD5 = re.compile(r"[0-9a-f]{32}")
 _MULTIPART = re.compile(r"([0-9a-f]{32})-([1-9][0-9]{0,4})")
 
 
-class BodyCheck:
-    """What the bytes of one object must add up to: its length, and its etag where it can be checked."""
+class _Digest(Protocol):
+    def update(self, data: memoryview) -> None: ...
 
-    def __init__(self, key: str, size: int, etag: str, part_size: int | None, digest: bool) -> None:
+    def result(self) -> str:
+        """The digest, written as the answer writes the expected one."""
+
+
+class _WholeMD5:
+    def __init__(self) -> None:
+        self._md5 = hashlib.md5(usedforsecurity=False)
+
+    def update(self, data: memoryview) -> None:
+        self._md5.update(data)
+
+    def result(self) -> str:
+        return self._md5.hexdigest()
+
+
+class _PartsMD5:
+    """The etag of a multipart upload: the MD5 of its parts' MD5s, and their number."""
+
+    def __init__(self, part_size: int) -> None:
+        self._part_size = part_size
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._in_part = 0
+        self._digests: list[bytes] = []
+
+    def update(self, data: memoryview) -> None:
+        while data:
+            room = self._part_size - self._in_part
+            self._md5.update(data[:room])
+            self._in_part += min(room, len(data))
+            data = data[room:]
+            if self._in_part == self._part_size:
+                self._end_part()
+
+    def _end_part(self) -> None:
+        self._digests.append(self._md5.digest())
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._in_part = 0
+
+    def result(self) -> str:
+        if self._in_part:
+            self._end_part()
+        whole = hashlib.md5(b"".join(self._digests), usedforsecurity=False).hexdigest()
+        return f"{whole}-{len(self._digests)}"
+
+
+class _CRC32:
+    def __init__(self) -> None:
+        self._value = 0
+
+    def update(self, data: memoryview) -> None:
+        self._value = zlib.crc32(data, self._value)
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(4, "big")
+
+
+class _Checksum:
+    """A full-object checksum as S3 writes it: the base64 of the digest."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._hash = make()
+
+    def update(self, data: memoryview) -> None:
+        self._hash.update(data)
+
+    def result(self) -> str:
+        return base64.b64encode(self._hash.digest()).decode()
+
+
+_CHECKSUMS: dict[str, Callable[[], Any]] = {
+    "x-amz-checksum-crc32": _CRC32,
+    "x-amz-checksum-sha1": hashlib.sha1,
+    "x-amz-checksum-sha256": hashlib.sha256,
+}
+
+
+class BodyCheck:
+    """What the bytes of one object must add up to: its length, and a digest where one is given."""
+
+    def __init__(
+        self, key: str, size: int, etag: str, digest: _Digest | None = None, expected: str = ""
+    ) -> None:
         self.key = key
         self.size = size
         self.etag = etag
-        self._part_size = part_size  # None: the whole body is one part
         self._digest = digest
-        self._md5 = hashlib.md5(usedforsecurity=False)
-        self._part_digests: list[bytes] = []
-        self._in_part = 0
+        self._expected = expected
 
     @classmethod
     def of(cls, key: str, response: urllib3.BaseHTTPResponse) -> BodyCheck:
@@ -54,51 +138,35 @@ class BodyCheck:
             headers.get("x-amz-server-side-encryption", "AES256") != "AES256"
             or "x-amz-server-side-encryption-customer-algorithm" in headers
         )
-        if encrypted:
-            return cls(key, size, tag, None, digest=False)
-        if _MD5.fullmatch(tag):
-            return cls(key, size, tag, None, digest=True)
+        if not encrypted and _MD5.fullmatch(tag):
+            return cls(key, size, tag, _WholeMD5(), tag)
         multipart = _MULTIPART.fullmatch(tag)
         part_size = _part_size(headers.get(PART_SIZE_HEADER))
-        if not (multipart and part_size):
-            return cls(key, size, tag, None, digest=False)  # written by another client: its length only
-        parts = int(multipart.group(2))
-        if not (parts - 1) * part_size < size <= parts * part_size:
-            raise integrity_failure(key, f"{size} bytes cannot be {parts} parts of {part_size} bytes")
-        return cls(key, size, tag, part_size, digest=True)
+        if not encrypted and multipart and part_size:
+            parts = int(multipart.group(2))
+            if not (parts - 1) * part_size < size <= parts * part_size:
+                raise integrity_failure(key, f"{size} bytes cannot be {parts} parts of {part_size} bytes")
+            return cls(key, size, tag, _PartsMD5(part_size), tag)
+        full_object = (
+            headers.get("x-amz-checksum-type", "FULL_OBJECT" if not multipart else "") == "FULL_OBJECT"
+        )
+        for name, make in _CHECKSUMS.items():
+            value = headers.get(name)
+            if full_object and value and "-" not in value:
+                return cls(key, size, tag, _Checksum(make), value)
+        return cls(key, size, tag)  # its length only
 
     def update(self, data: memoryview) -> None:
-        if not self._digest:
-            return
-        if self._part_size is None:
-            self._md5.update(data)
-            return
-        while data:
-            room = self._part_size - self._in_part
-            self._md5.update(data[:room])
-            self._in_part += min(room, len(data))
-            data = data[room:]
-            if self._in_part == self._part_size:
-                self._end_part()
-
-    def _end_part(self) -> None:
-        self._part_digests.append(self._md5.digest())
-        self._md5 = hashlib.md5(usedforsecurity=False)
-        self._in_part = 0
+        if self._digest is not None:
+            self._digest.update(data)
 
     def verify(self) -> None:
-        """Raise a :class:`Failure` unless the whole body, now read, matches the etag."""
-        if not self._digest:
+        """Raise a :class:`Failure` unless the whole body, now read, matches its digest."""
+        if self._digest is None:
             return
-        if self._part_size is None:
-            got = self._md5.hexdigest()
-        else:
-            if self._in_part:
-                self._end_part()
-            whole = hashlib.md5(b"".join(self._part_digests), usedforsecurity=False).hexdigest()
-            got = f"{whole}-{len(self._part_digests)}"
-        if got != self.etag:
-            raise integrity_failure(self.key, f"the body's checksum is {got}, its etag {self.etag}")
+        got = self._digest.result()
+        if got != self._expected:
+            raise integrity_failure(self.key, f"the body's digest is {got}, the answer says {self._expected}")
 
 
 def _natural(value: str) -> int:
@@ -127,7 +195,7 @@ class ObjectReader(io.RawIOBase):
     @classmethod
     def open(cls, storage: S3Storage, key: str) -> ObjectReader:
         def get() -> ObjectReader:
-            response = storage._request("GET", key, stream=True)
+            response = storage._request("GET", key, headers=CHECKSUM_MODE, stream=True)
             try:
                 return cls(storage, key, response)
             except Failure:
