@@ -204,10 +204,6 @@ class ObjectReader(io.RawIOBase):
 
         return storage._retrying(key, get)
 
-    @property
-    def size(self) -> int:
-        return self._check.size
-
     def readable(self) -> bool:
         return True
 
