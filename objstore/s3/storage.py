@@ -281,7 +281,9 @@ class S3Storage(Storage):
         part, last = next(parts)
         if last:
             return self._put(key, part, headers, condition)
-        return self._write_multipart(key, part, parts, headers, condition)
+        first = [part]
+        del part  # handed over in a list it empties: this frame holds no part
+        return self._write_multipart(key, first, parts, headers, condition)
 
     def _parts(self, chunks: Chunks) -> Iterator[tuple[bytearray, bool]]:
         """The data cut into parts of ``part_size`` bytes, each with whether it is the last."""
@@ -313,7 +315,7 @@ class S3Storage(Storage):
     def _write_multipart(
         self,
         key: str,
-        part: bytearray,
+        first: list[bytearray],
         parts: Iterator[tuple[bytearray, bool]],
         headers: dict[str, str],
         condition: _Condition | None,
@@ -329,6 +331,7 @@ class S3Storage(Storage):
         # A create whose answer was lost leaves an upload that only cleanup() can find.
         upload_id = self._retrying(key, create)
         try:
+            part = first.pop()
             etags = [self._upload_part(key, upload_id, 1, part)]
             last = False
             while not last:
