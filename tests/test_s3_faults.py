@@ -35,6 +35,7 @@ from tests.faultproxy import Fault, FaultProxy, Rule
 from tests.storage_worker import storage_spec
 
 PART = 5 << 20
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 Factory = Callable[..., S3Storage]
 
 
@@ -460,6 +461,40 @@ def test_a_failed_multipart_write_is_aborted(
     with pytest.raises(RemoteError):
         s3.write("big", chunks(3 * PART))
     assert pending_uploads(s3, s3_endpoint) == []
+
+
+KILLED_WRITER = """
+import sys, time
+from tests.storage_worker import open_storage
+
+def data():
+    for number in range(64):
+        yield bytes([number]) * (1 << 20)
+        if number == 40:  # two parts of 16 MiB are up
+            print("WRITING", flush=True)
+            time.sleep(60)
+
+open_storage(sys.argv[1]).write("big", data(), if_none_match=True)
+"""
+
+
+def test_a_writer_killed_mid_upload_leaves_what_cleanup_removes(
+    proxied_storage: Factory, fault_proxy: FaultProxy, s3_endpoint: S3Endpoint
+) -> None:
+    s3 = proxied_storage()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, storage_spec(s3)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "WRITING\n"
+    finally:
+        writer.kill()  # SIGKILL: no abort
+        writer.wait(timeout=30)
+    assert not s3.exists("big")
+    assert len(pending_uploads(s3, s3_endpoint)) == 1
+    assert s3.cleanup(older_than=0) == CleanupResult(uploads=1)
+    assert pending_uploads(s3, s3_endpoint) == []
+    s3.write("big", b"whole", if_none_match=True)  # nothing stands in the way
 
 
 def test_cleanup_aborts_what_a_lost_create_left(
