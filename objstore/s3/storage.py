@@ -55,6 +55,7 @@ log = logging.getLogger("objstore")
 MIN_PART_SIZE = 5 << 20
 DEFAULT_PART_SIZE = 16 << 20
 DEFAULT_UPLOAD_GRACE = 24 * 3600.0
+MIN_EXPIRY, MAX_EXPIRY = timedelta(seconds=1), timedelta(days=7)
 #: The metadata header that carries the identifier of a conditional write.
 WRITE_ID_HEADER = "x-amz-meta-objstore-write"
 _DELETE_BATCH = 1000
@@ -512,6 +513,18 @@ class S3Storage(Storage):
         ]
         token = answer.required("NextContinuationToken") if answer.flag("IsTruncated") else None
         return _Page(list(heapq.merge(objects, prefixes, key=lambda entry: entry.key)), token or None)
+
+    # -- presigned URLs ------------------------------------------------------------
+
+    def presign(self, key: str, method: str = "GET", expires: timedelta = timedelta(hours=1)) -> str:
+        """A URL with which any HTTP client, without credentials, can GET or PUT the object
+        ``key`` for ``expires`` (one second to seven days, S3's limits)."""
+        key = self.check_key(key)
+        if method not in ("GET", "PUT"):
+            raise InvalidArgumentError(f'a presigned URL is for method "GET" or "PUT", not {method!r}')
+        if not isinstance(expires, timedelta) or not MIN_EXPIRY <= expires <= MAX_EXPIRY:
+            raise InvalidArgumentError(f"expires is a timedelta from 1 s to 7 days, not {expires!r}")
+        return self._retrying(key, lambda: self._client.get_presigned_url(method, self.bucket, key, expires))
 
     # -- cleaning up -------------------------------------------------------------
 
