@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ObjstoreError(Exception):
     """Base of every error raised by objstore."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its message and attributes, not by calling __init__ again, whose
+        # arguments differ between the subclasses: so every error crosses processes.
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(kind: type[ObjstoreError], args: tuple[Any, ...], state: dict[str, Any]) -> ObjstoreError:
+    error = kind.__new__(kind, *args)  # (an OSError's errno and strerror come from its args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class NotExistError(ObjstoreError, FileNotFoundError):
