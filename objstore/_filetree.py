@@ -352,6 +352,10 @@ class FileTreeStorage(Storage):
     process: processes still exclude each other, and so do the threads of one store
     object, but two store objects on one root in one process do not, and closing one of
     them drops the locks the other holds; there, use one store object per root and process.
+
+    A store pickles as its root and ``tmp_grace``: unpickling (or ``copy.copy``) opens the
+    root again, as the constructor does, even if the original was closed, and the copy
+    is one more store object on that root.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, tmp_grace: float = DEFAULT_TMP_GRACE) -> None:
@@ -364,6 +368,7 @@ class FileTreeStorage(Storage):
         kind; nothing stays open then.
         """
         self.root = os.path.abspath(os.fspath(root))
+        self._tmp_grace = tmp_grace
         self._open_fds: tuple[int, ...] = ()
         fds: list[int] = []
         try:
@@ -393,13 +398,26 @@ class FileTreeStorage(Storage):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root!r})"
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What opens the store again: its root and grace, never its descriptors or locks."""
+        return {"root": self.root, "tmp_grace": self._tmp_grace}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        FileTreeStorage.__init__(self, state["root"], tmp_grace=state["tmp_grace"])
+
     def close(self) -> None:
-        """Close the store's folders and lock file; a second call does nothing."""
+        """Close the store's folders and lock file; a second call does nothing. A closed
+        store raises ``StorageIOError``: its descriptors' numbers may belong to others now."""
         _OPEN_STORES.discard(self)
         fds, self._open_fds = self._open_fds, ()
+        self._root_fd = self._data_fd = self._tmp_fd = self._lock_fd = -1
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+    def _ensure_open(self) -> None:
+        if not self._open_fds:
+            raise StorageIOError(errno.EBADF, f"the store at {self.root} is closed")
 
     # -- opening -------------------------------------------------------------------
 
@@ -479,6 +497,7 @@ class FileTreeStorage(Storage):
         and skipped. A write that stalls for more than ``older_than`` seconds (its temporary
         file unchanged that long) loses that file and fails with ``StorageIOError``.
         """
+        self._ensure_open()
         limit = _limit_ns(older_than)
         return CleanupResult(self._remove_stale_temporaries(limit), self._remove_empty_folders(limit))
 
@@ -715,6 +734,7 @@ class FileTreeStorage(Storage):
     def _write(
         self, key: str, chunks: Chunks, *, persist: bool, if_none_match: bool, if_match: str | None
     ) -> str:
+        self._ensure_open()
         tmp_name = self._tmp_name()
         try:
             fd = os.open(
@@ -832,6 +852,7 @@ class FileTreeStorage(Storage):
 
     def _open_file(self, key: str) -> tuple[int, os.stat_result]:
         """Open the object's file for reading: its fd and stat. Never blocks, never follows a link."""
+        self._ensure_open()
         *dirs, name = self._path(key)
         try:
             fds = self._open_dirs(key, dirs, create=False)
@@ -872,6 +893,7 @@ class FileTreeStorage(Storage):
     # -- deleting ---------------------------------------------------------------
 
     def _delete(self, key: str) -> None:
+        self._ensure_open()
         *dirs, name = self._path(key)
         try:
             stripe = self._lock(key)
@@ -921,6 +943,7 @@ class FileTreeStorage(Storage):
         return keys if recursive else fold_levels(prefix, keys, cursor)
 
     def _walk_from(self, prefix: str, cursor: ListCursor, emit: _Emit[_Item]) -> Iterator[_Item]:
+        self._ensure_open()
         start = self._start(prefix)
         if start is None:
             return

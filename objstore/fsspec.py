@@ -62,7 +62,11 @@ def _progress(source: BinaryIO, callback: Callback) -> Iterator[bytes]:
 
 
 class ObjstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec has no types
-    """fsspec's view of an objstore ``Storage``: paths are keys, directories are prefixes."""
+    """fsspec's view of an objstore ``Storage``: paths are keys, directories are prefixes.
+
+    It pickles as fsspec filesystems do, by its constructor's arguments: the store
+    pickles itself, and the other side opens its own connections.
+    """
 
     protocol = "objstore"
     root_marker = ""

@@ -86,6 +86,9 @@ class FsspecStorage(Storage):
     first (a failing source stores nothing), then written with ``autocommit=False``: as
     atomic as the filesystem's commit (a rename on a local disk). ``persist`` adds
     nothing to what the filesystem does. Not safe for concurrent writers of one tree.
+
+    A store pickles as its filesystem (which fsspec pickles by its constructor's
+    arguments) and its root.
     """
 
     supports_conditional_writes = False
@@ -102,6 +105,15 @@ class FsspecStorage(Storage):
     def __repr__(self) -> str:
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         return f"FsspecStorage({protocol}, {self._root!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The filesystem and the root (made already: not made again on the other side)."""
+        return {"fs": self.fs, "base": self._base}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.fs = state["fs"]
+        self._base = state["base"]
+        self._root = self._base.removesuffix("/")
 
     def check_key(self, key: object) -> str:
         return check_posix_key(key)

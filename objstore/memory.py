@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import bisect
 import io
-import itertools
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ._listing import ListCursor, fold_levels
 from .errors import AlreadyExistsError, NotExistError, PreconditionFailedError
@@ -17,13 +16,27 @@ from .storage import Chunks, Storage
 
 
 class MemoryStorage(Storage):
-    """Objects in this process's memory; any key S3 accepts. Thread-safe."""
+    """Objects in this process's memory; any key S3 accepts. Thread-safe.
+
+    A pickled (or copied) store carries its objects: the copy is independent, and what
+    either side writes afterwards the other never sees.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._keys: list[bytes] = []  # sorted UTF-8 keys
         self._objects: dict[str, tuple[bytes, ObjectInfo]] = {}
-        self._versions = itertools.count(1)
+        self._version = 0  # of the last write
+
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:
+            return {"objects": dict(self._objects), "version": self._version}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._lock = threading.Lock()
+        self._objects = dict(state["objects"])
+        self._keys = sorted(key.encode() for key in self._objects)
+        self._version = state["version"]
 
     def _write(
         self, key: str, chunks: Chunks, *, persist: bool, if_none_match: bool, if_match: str | None
@@ -38,7 +51,8 @@ class MemoryStorage(Storage):
                     raise NotExistError(key)
                 if current[1].etag != if_match:
                     raise PreconditionFailedError(key, if_match)
-            info = ObjectInfo(key, len(data), datetime.now(timezone.utc), f"m{next(self._versions)}")
+            self._version += 1
+            info = ObjectInfo(key, len(data), datetime.now(timezone.utc), f"m{self._version}")
             if current is None:
                 bisect.insort(self._keys, key.encode())
             self._objects[key] = (data, info)

@@ -1,4 +1,4 @@
-"""cleanup() on every backend: leftovers of crashed writers go, objects never do."""
+"""cleanup() on every backend (leftovers of crashed writers go, objects never do); a closed posix store."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import os
 
 import pytest
 
-from objstore import CleanupResult, InvalidArgumentError, KeyConflictError, PosixStorage, Storage
+from objstore import (
+    CleanupResult,
+    InvalidArgumentError,
+    KeyConflictError,
+    PosixStorage,
+    Storage,
+    StorageIOError,
+)
 
 
 def test_a_healthy_store_loses_nothing(storage: Storage) -> None:
@@ -51,3 +58,24 @@ def test_a_write_refuses_a_planted_chain_deeper_than_any_key(tmp_path: os.PathLi
         storage.write("k", b"lost")
     assert storage.cleanup(older_than=0).folders == 3001  # the sweep takes it: no recursion either
     storage.write("k", b"in place")
+
+
+@pytest.mark.parametrize("call", ["write", "read_bytes", "stat", "delete", "list", "cleanup"])
+def test_a_closed_store_refuses_every_call(tmp_path: os.PathLike[str], call: str) -> None:
+    """Its descriptors' numbers may belong to another store by now: nothing may use them."""
+    closed = PosixStorage(os.path.join(tmp_path, "closed"))
+    closed.write("k", b"mine")
+    closed.close()
+    other = PosixStorage(os.path.join(tmp_path, "other"))  # likely reuses the closed store's numbers
+    other.write("k", b"theirs")
+    calls = {
+        "write": lambda: closed.write("k", b"lost"),
+        "read_bytes": lambda: closed.read_bytes("k"),
+        "stat": lambda: closed.stat("k"),
+        "delete": lambda: closed.delete("k"),
+        "list": lambda: list(closed.list()),
+        "cleanup": lambda: closed.cleanup(),
+    }
+    with pytest.raises(StorageIOError, match="closed"):
+        calls[call]()
+    assert other.read_bytes("k") == b"theirs"

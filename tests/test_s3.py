@@ -201,10 +201,31 @@ def test_unreachable_server_is_a_transient_remote_error() -> None:
 
 def test_missing_bucket_is_a_remote_error(s3_endpoint: S3Endpoint) -> None:
     storage = s3_endpoint.storage("objstore-test-no-such-bucket")
-    with pytest.raises(RemoteError) as caught:
-        storage.write("k", b"x")
-    assert caught.value.code == "NoSuchBucket"
-    assert not caught.value.transient
+    calls: dict[str, Callable[[], object]] = {
+        "write": lambda: storage.write("k", b"x"),
+        "read": lambda: storage.read_bytes("k"),
+        "list": lambda: list(storage.list()),
+        "delete": lambda: storage.delete("k"),
+        "copy": lambda: storage.copy("k", "k2"),
+    }
+    for operation, call in calls.items():
+        with pytest.raises(RemoteError) as caught:
+            call()
+        assert caught.value.code == "NoSuchBucket", operation
+        assert caught.value.status == 404
+        assert not caught.value.transient
+        assert "bucket 'objstore-test-no-such-bucket' does not exist" in str(caught.value), operation
+
+
+def test_copy_to_itself_keeps_the_object(s3: S3Storage) -> None:
+    """S3 refuses a copy of an object to itself that changes nothing: objstore makes none."""
+    etag = s3.write("k", b"same")
+    assert s3.copy("k", "k") == etag
+    assert s3.read_bytes("k") == b"same" and s3.stat("k").etag == etag
+    with pytest.raises(NotExistError):
+        s3.copy("missing", "missing")
+    big = s3.write("big", chunks(PART + 1))
+    assert s3.copy("big", "big") == big
 
 
 def test_dot_segments_are_refused_not_rewritten(s3: S3Storage) -> None:

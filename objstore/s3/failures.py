@@ -94,10 +94,19 @@ def _s3_error(key: str, bucket: str, exc: S3Error) -> Failure:
     if code == "AccessDenied" or status == 403:
         denied = PermissionDeniedError(f"access to {key!r} in bucket {bucket!r} denied: {exc.message}")
         return Failure(denied, retry=False, maybe_applied=False, status=status)
-    transient = code in TRANSIENT_CODES or (status is not None and status >= 500)
     request_id = exc.request_id
     if not request_id and exc.response is not None:
         request_id = exc.response.headers.get("x-amz-request-id")
+    if code == "NoSuchBucket":
+        missing = RemoteError(
+            f"S3 bucket {bucket!r} does not exist (in a request for {key!r})",
+            status=status,
+            code=code,
+            request_id=request_id,
+            transient=False,
+        )
+        return Failure(missing, retry=False, maybe_applied=False, status=status)
+    transient = code in TRANSIENT_CODES or (status is not None and status >= 500)
     error = RemoteError(
         f"S3 request for {key!r} failed: {exc.message}",
         status=status,

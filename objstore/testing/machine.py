@@ -196,11 +196,18 @@ class StoreComparison(RuleBasedStateMachine):
             self.model.objects.pop(key, None)
             self.model.etags.pop(key, None)
 
-    @rule(src=KEYS, dst=KEYS)
-    def copy(self, src: str, dst: str) -> None:
+    @rule(src=KEYS, dst=KEYS, pick=st.none() | st.integers(0, 1000), to_itself=st.booleans())
+    def copy(self, src: str, dst: str, pick: int | None, to_itself: bool) -> None:
+        """Copy ``src`` (with ``pick``, a stored object) to ``dst``, or ``to_itself``."""
+        if pick is not None and self.model.objects:
+            src = sorted(self.model.objects)[pick % len(self.model.objects)]
+        if to_itself:
+            dst = src
         if src not in self.model.objects:
             with raises(NotExistError):
                 self.storage.copy(src, dst)
+        elif dst == src:  # changes nothing: the current etag stays
+            assert self.storage.copy(src, dst) == self.model.etags[src]
         elif self.model.conflicts(dst):
             with raises(KeyConflictError):
                 self.storage.copy(src, dst)
