@@ -2,6 +2,7 @@
 
 from ._source import Data
 from .config import from_config
+from .config import from_url as from_url
 from .errors import (
     AlreadyExistsError,
     ConfigError,
@@ -23,6 +24,7 @@ from .fsspec_storage import FsspecStorage
 from .info import CleanupResult, CommonPrefix, ObjectInfo
 from .memory import MemoryStorage
 from .posix import PosixStorage
+from .prefixed import PrefixedStorage
 from .s3 import S3Storage
 from .storage import Storage
 
@@ -45,6 +47,7 @@ __all__ = [
     "OutcomeUnknownError",
     "PermissionDeniedError",
     "PosixStorage",
+    "PrefixedStorage",
     "PreconditionFailedError",
     "RemoteError",
     "S3Storage",
@@ -52,4 +55,5 @@ __all__ = [
     "Storage",
     "StorageIOError",
     "from_config",
+    "from_url",
 ]

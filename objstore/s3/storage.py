@@ -13,17 +13,20 @@ import contextlib
 import hashlib
 import heapq
 import io
+import ipaddress
 import logging
+import math
 import os
 import random
+import re
 import secrets
 import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, BinaryIO, TypeVar, cast
-from urllib.parse import quote, unquote_plus
+from typing import Any, BinaryIO, TypeGuard, TypeVar, cast
+from urllib.parse import quote, unquote_plus, urlsplit
 
 import attrs
 import urllib3
@@ -89,11 +92,14 @@ class _Condition:
 
 
 class S3Storage(Storage):
-    """Objects in one bucket of an S3-compatible server (``endpoint`` is ``host:port``).
+    """Objects in one bucket of an S3-compatible server (``endpoint``: ``host[:port]`` or a URL).
 
     ``timeout`` bounds each request, from sending it to the last byte of its answer (a
     streamed read: each chunk of at most 1 MiB); ``retries`` is how many times a failed
     request is tried again, ``backoff`` the first pause between tries, in seconds.
+
+    A store pickles as its settings, credentials included; each process makes its own
+    client and connections.
     """
 
     def __init__(
@@ -104,21 +110,21 @@ class S3Storage(Storage):
         access_key: str | None = None,
         secret_key: str | None = None,
         session_token: str | None = None,
-        secure: bool = True,
+        secure: bool | None = None,
         region: str | None = None,
         part_size: int = DEFAULT_PART_SIZE,
         retries: int = 5,
         backoff: float = 0.1,
         timeout: float = 60.0,
     ) -> None:
-        if part_size < MIN_PART_SIZE:
-            raise InvalidArgumentError(f"part_size is at least {MIN_PART_SIZE} bytes, not {part_size}")
-        if retries < 0:
-            raise InvalidArgumentError(f"retries is 0 or more, not {retries}")
-        if not timeout > 0 or not backoff >= 0:
-            raise InvalidArgumentError(
-                f"timeout is over 0 and backoff at least 0, not {timeout} and {backoff}"
-            )
+        """Check the settings (``InvalidArgumentError`` names a bad one); nothing connects yet.
+
+        ``endpoint`` is ``host[:port]``, or ``http://host[:port]`` or ``https://...``,
+        whose scheme decides ``secure`` (True by default for ``host[:port]``).
+        """
+        endpoint, secure = _endpoint_and_secure(endpoint, secure)
+        _check_settings(bucket, access_key, secret_key, session_token, region)
+        _check_tuning(part_size, retries, backoff, timeout)
         self.endpoint = endpoint
         self.bucket = bucket
         self.part_size = part_size
@@ -133,12 +139,29 @@ class S3Storage(Storage):
             secure=secure,
             region=region,
         )
-        self._client_pid = -1
         self._client_lock = threading.Lock()
-        self._minio: Minio | None = None
+        # this process's client, made now so that minio's own checks of the settings run now
+        self._minio: Minio | None = self._new_client()
+        self._client_pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"S3Storage({self.endpoint!r}, {self.bucket!r})"
+
+    #: What belongs to one process: never pickled, made anew on the other side.
+    _PROCESS_LOCAL = ("_client_pid", "_client_lock", "_minio")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The store's settings, credentials included; not this process's client or lock."""
+        state = dict(self.__dict__)
+        for name in self._PROCESS_LOCAL:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._client_pid = -1  # the client is made on first use, with its own connections
+        self._client_lock = threading.Lock()
+        self._minio = None
 
     def check_key(self, key: object) -> str:
         key = check_key(key)
@@ -154,11 +177,19 @@ class S3Storage(Storage):
         if self._client_pid != pid:
             with self._client_lock:
                 if self._client_pid != pid:
-                    http = pool_manager(self.timeout, maxsize=16)
-                    self._minio = Minio(**self._settings, http_client=http)
+                    self._minio = self._new_client()
                     self._client_pid = pid
         assert self._minio is not None
         return self._minio
+
+    def _new_client(self) -> Minio:
+        """A minio client of the settings, with a connection pool of its own."""
+        try:
+            return Minio(**self._settings, http_client=pool_manager(self.timeout, maxsize=16))
+        except ValueError as exc:  # minio's checks of the endpoint and region
+            raise InvalidArgumentError(
+                f"S3 endpoint {self.endpoint!r} with region {self._settings['region']!r}: {exc}"
+            ) from exc
 
     def close(self) -> None:
         if self._minio is not None and self._client_pid == os.getpid():
@@ -569,3 +600,112 @@ def _complete_body(etags: list[str]) -> bytes:
         ET.SubElement(part, "PartNumber").text = str(number)
         ET.SubElement(part, "ETag").text = f'"{part_etag}"'
     return bytes(ET.tostring(root, encoding="utf-8"))
+
+
+# -- checking the settings ---------------------------------------------------------
+
+#: The endpoint forms :class:`S3Storage` takes.
+ENDPOINT_FORMS = "host[:port], http://host[:port] or https://host[:port]"
+_HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?")
+#: What minio accepts as a region name.
+REGION_NAME = re.compile(r"(?!_)(?!-)[a-z_\d-]{1,63}(?<!-)(?<!_)", re.IGNORECASE)
+
+
+def parse_endpoint(endpoint: object) -> tuple[str, bool | None]:
+    """``(host[:port], secure)`` of an S3 endpoint: ``secure`` comes from an ``http://`` or
+    ``https://`` scheme, and is None without one.
+
+    Anything else (a path, a query, user info, a bad host or port, another scheme) raises
+    :class:`InvalidArgumentError` naming the value.
+    """
+    if not isinstance(endpoint, str) or not endpoint:
+        raise InvalidArgumentError(f"an S3 endpoint is {ENDPOINT_FORMS}, not {endpoint!r}")
+    if "@" in endpoint:  # not echoed: it may hold a password
+        raise InvalidArgumentError(
+            "an S3 endpoint has no user name or password; give credentials as access_key and secret_key"
+        )
+    scheme, has_scheme, _ = endpoint.partition("://")
+    if has_scheme and scheme.lower() not in ("http", "https"):
+        raise InvalidArgumentError(
+            f"an S3 endpoint's scheme is http or https, not {scheme!r} (in {endpoint!r})"
+        )
+    try:
+        url = urlsplit(endpoint if has_scheme else "//" + endpoint)
+        port = url.port
+    except ValueError as exc:
+        raise InvalidArgumentError(f"S3 endpoint {endpoint!r} has an invalid host or port ({exc})") from exc
+    if url.path not in ("", "/") or url.query or url.fragment or "?" in endpoint or "#" in endpoint:
+        raise InvalidArgumentError(
+            f"an S3 endpoint is {ENDPOINT_FORMS}, without a path or query, not {endpoint!r}"
+        )
+    if port == 0 or url.netloc.endswith(":"):
+        raise InvalidArgumentError(f"S3 endpoint {endpoint!r} has an invalid port")
+    if not _valid_host(url.hostname):
+        raise InvalidArgumentError(f"S3 endpoint {endpoint!r} has no valid host name or address")
+    return url.netloc, (scheme.lower() == "https") if has_scheme else None
+
+
+def _valid_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return _HOST_NAME.fullmatch(host) is not None
+
+
+def _endpoint_and_secure(endpoint: object, secure: object) -> tuple[str, bool]:
+    """The endpoint as ``host[:port]``, and whether to use TLS: its scheme and ``secure`` agree."""
+    netloc, scheme_secure = parse_endpoint(endpoint)
+    if secure is not None and not isinstance(secure, bool):
+        raise InvalidArgumentError(f"secure is True, False or None, not {secure!r}")
+    if scheme_secure is None:
+        return netloc, True if secure is None else secure
+    if secure is not None and secure != scheme_secure:
+        says, other = ("https", "http") if scheme_secure else ("http", "https")
+        raise InvalidArgumentError(
+            f"endpoint {endpoint!r} says {says} and secure={secure} says {other}; give one of them"
+        )
+    return netloc, scheme_secure
+
+
+def _check_settings(
+    bucket: object, access_key: object, secret_key: object, session_token: object, region: object
+) -> None:
+    """Raise :class:`InvalidArgumentError` for a bad bucket, credential (never echoed) or region."""
+    if not isinstance(bucket, str) or not bucket or "/" in bucket:
+        raise InvalidArgumentError(f"bucket is the name of a bucket, not {bucket!r}")
+    credentials = {"access_key": access_key, "secret_key": secret_key, "session_token": session_token}
+    for name, value in credentials.items():
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidArgumentError(f"{name} is a non-empty str or None, not a {type(value).__name__}")
+    if (access_key is None) != (secret_key is None):
+        raise InvalidArgumentError("access_key and secret_key go together (neither is anonymous access)")
+    if session_token is not None and access_key is None:
+        raise InvalidArgumentError("session_token goes with access_key and secret_key")
+    if region is not None and (not isinstance(region, str) or not REGION_NAME.fullmatch(region)):
+        raise InvalidArgumentError(f"region is a region name such as 'us-east-1', not {region!r}")
+
+
+def _check_tuning(part_size: object, retries: object, backoff: object, timeout: object) -> None:
+    if not _is_int(part_size) or part_size < MIN_PART_SIZE:
+        raise InvalidArgumentError(
+            f"part_size is an int of at least {MIN_PART_SIZE} bytes, not {part_size!r}"
+        )
+    if not _is_int(retries) or retries < 0:
+        raise InvalidArgumentError(f"retries is an int, 0 or more, not {retries!r}")
+    if not _is_seconds(timeout) or not timeout > 0:
+        raise InvalidArgumentError(f"timeout is a number of seconds over 0, not {timeout!r}")
+    if not _is_seconds(backoff) or not backoff >= 0:
+        raise InvalidArgumentError(f"backoff is a number of seconds, 0 or more, not {backoff!r}")
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_seconds(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
