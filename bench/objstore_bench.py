@@ -21,7 +21,8 @@ as the baseline):
   file, and both again for a flat folder of 100,000 keys.
 * Peak memory of streaming a 1 GiB object in (from a generator, size unknown) and out
   (1 MiB reads, discarded) with posix, posixflat and s3, each in a fresh child process
-  that reads its peak RSS growth; target: under 64 MiB.
+  that reads its peak RSS growth; target: under 64 MiB, and for an S3 write the bound
+  docs/objstore.md states, (max_concurrency + 1) part sizes, plus 64 MiB.
 * S3Storage put, get and list against boto3 on the same local moto server (started and
   stopped here, on 127.0.0.1): informative ratios, no targets.
 
@@ -502,7 +503,11 @@ def stream_child(spec_json: str) -> None:
         peak = _proc_status("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KiB
     if moved != size:
         raise RuntimeError(f"streamed {moved} bytes, not {size}")
-    print(json.dumps({"growth": max(peak - before, 0), "seconds": seconds, "exact": exact}))
+    limit = STREAM_LIMIT
+    if spec["direction"] == "in" and spec["backend"] == "s3":
+        # parts in flight, the one being filled, and slack: the bound docs/objstore.md states
+        limit = (store.max_concurrency + 1) * store.part_size + STREAM_LIMIT  # type: ignore[attr-defined]
+    print(json.dumps({"growth": max(peak - before, 0), "seconds": seconds, "exact": exact, "limit": limit}))
 
 
 def measure_stream(spec: dict[str, Any]) -> Row:
@@ -513,6 +518,7 @@ def measure_stream(spec: dict[str, Any]) -> Row:
         raise RuntimeError(f"the streaming child {spec} failed:\n{done.stderr}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     growth: int = result["growth"]
+    limit: int = result["limit"]
     seconds: float = result["seconds"]
     rate = spec["size"] / MiB / seconds
     return report(
@@ -520,8 +526,8 @@ def measure_stream(spec: dict[str, Any]) -> Row:
             name=f"{spec['backend']} stream {spec['direction']} {format_size(spec['size'])}, peak RSS growth",
             ours=f"{growth / MiB:.1f} MiB{'' if result['exact'] else ' (lower bound)'} ({rate:.0f} MiB/s)",
             baseline="-",
-            target=f"< {STREAM_LIMIT // MiB} MiB",
-            passed=growth < STREAM_LIMIT,
+            target=f"< {limit // MiB} MiB",
+            passed=growth < limit,
         )
     )
 

@@ -23,9 +23,9 @@ from .storage import Storage
 SCHEMES = {"s3": "s3", "file": "posix", "memory": "memory"}
 URL_FORMS = "s3://bucket[/prefix], file:///path or memory://"
 _CREDENTIALS = frozenset({"access_key", "secret_key", "session_token"})
-_S3_OPTIONS = frozenset(
-    {"endpoint", "region", "profile", "prefix", "retries", "backoff", "timeout", "part_size"} | _CREDENTIALS
-)
+#: The S3 options that go to :class:`S3Storage` as they are.
+_TUNING = ("part_size", "retries", "backoff", "timeout", "max_concurrency")
+_S3_OPTIONS = frozenset({"endpoint", "region", "profile", "prefix", *_TUNING} | _CREDENTIALS)
 #: The options of :func:`from_url`, by storage type (the URL gives the path or bucket).
 URL_OPTIONS: dict[str, frozenset[str]] = {
     "posix": frozenset({"prefix"}),
@@ -268,6 +268,7 @@ OPTIONS: dict[str, Option] = {
     "session_token": Option(_text),
     "retries": Option(_int_at_least(0), _parse_int),
     "part_size": Option(_int_at_least(MIN_PART_SIZE), _parse_int),
+    "max_concurrency": Option(_int_at_least(1), _parse_int),
     "timeout": Option(_seconds(zero=False), _parse_float),
     "backoff": Option(_seconds(zero=True), _parse_float),
 }
@@ -323,9 +324,7 @@ def _s3(checked: Mapping[str, object]) -> S3Storage:
         session_token=_given(checked, "session_token"),
         profile=_given(checked, "profile"),
     )
-    tuning: dict[str, Any] = {
-        name: checked[name] for name in ("part_size", "retries", "backoff", "timeout") if name in checked
-    }
+    tuning: dict[str, Any] = {name: checked[name] for name in _TUNING if name in checked}
     try:
         return S3Storage(
             connection.endpoint,
