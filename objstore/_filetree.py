@@ -37,6 +37,7 @@ import attrs
 
 from ._dirscan import sorted_entries
 from ._listing import ListCursor, fold_levels
+from ._ranges import RangeReader, clamp
 from .errors import (
     AlreadyExistsError,
     InvalidArgumentError,
@@ -123,44 +124,27 @@ def _read_rest(key: str, fd: int, size: int) -> bytes:
         raise _os_error(key, exc) from exc
 
 
-class _ObjectFile(io.RawIOBase):
-    """An object's file, read and sought like a plain file; I/O errors are objstore errors."""
+class _ObjectFile(RangeReader):
+    """A range of an object's file, read at its offsets; I/O errors are objstore errors."""
 
-    def __init__(self, key: str, fd: int) -> None:
-        self._key = key
+    def __init__(self, key: str, fd: int, start: int, end: int) -> None:
+        super().__init__(key, start, end)
         self._fd = fd
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
 
     def fileno(self) -> int:
         return self._fd
 
-    def readinto(self, buffer: Any) -> int:
+    def _read_at(self, offset: int, count: int) -> bytes:
         try:
-            return os.readv(self._fd, [buffer])
+            return os.pread(self._fd, count, offset)
         except OSError as exc:
             raise _os_error(self._key, exc) from exc
 
-    def readall(self) -> bytes:
-        position = self.tell()
+    def _readinto_at(self, offset: int, view: memoryview) -> int:
         try:
-            size = os.fstat(self._fd).st_size
+            return os.preadv(self._fd, [view], offset)  # straight into the caller's buffer
         except OSError as exc:
             raise _os_error(self._key, exc) from exc
-        return _read_rest(self._key, self._fd, max(0, size - position))
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        try:
-            return os.lseek(self._fd, offset, whence)
-        except OSError as exc:
-            raise _os_error(self._key, exc) from exc
-
-    def tell(self) -> int:
-        return self.seek(0, os.SEEK_CUR)
 
     def close(self) -> None:
         if self.closed:
@@ -874,9 +858,9 @@ class FileTreeStorage(Storage):
             raise NotExistError(key)
         return fd, st
 
-    def _read(self, key: str) -> BinaryIO:
-        fd, _ = self._open_file(key)
-        return cast(BinaryIO, io.BufferedReader(_ObjectFile(key, fd)))
+    def _read(self, key: str, start: int, end: int | None) -> BinaryIO:
+        fd, st = self._open_file(key)
+        return cast(BinaryIO, io.BufferedReader(_ObjectFile(key, fd, *clamp(start, end, st.st_size))))
 
     def read_bytes(self, key: str) -> bytes:
         fd, st = self._open_file(self.check_key(key))

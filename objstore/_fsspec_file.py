@@ -6,7 +6,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from fsspec.spec import AbstractBufferedFile
 
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from .fsspec import ObjstoreFileSystem
 
 MODES = ("rb", "wb", "xb")
-_SKIP_CHUNK = 1 << 20
 _POLL_SECONDS = 0.05
 
 
@@ -32,18 +31,6 @@ def file_info(info: ObjectInfo) -> dict[str, Any]:
         "last_modified": info.last_modified,
         "mtime": info.last_modified.timestamp(),
     }
-
-
-def skip(stream: BinaryIO, count: int) -> None:
-    """Move ``stream`` ``count`` bytes forward: a seek if it can, else reads."""
-    if stream.seekable():
-        stream.seek(count, 1)
-        return
-    while count > 0:
-        chunk = stream.read(min(count, _SKIP_CHUNK))
-        if not chunk:
-            return
-        count -= len(chunk)
 
 
 class _Aborted(Exception):
@@ -119,9 +106,10 @@ class _Upload:
 class ObjstoreFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec has no types
     """A file of :class:`~objstore.fsspec.ObjstoreFileSystem`, opened in ``rb``, ``wb`` or ``xb`` mode.
 
-    Reading serves one version of the object: if it is replaced while the file reads
-    it, the read raises ``PreconditionFailedError``. Backward seeks on a stream that
-    cannot seek (S3) read again from the start. Writing streams the data into one
+    Reading fetches blocks (fsspec's ``block_size``, 5 MiB by default, and ``cache_type``,
+    "readahead" by default) by ranged reads, so a seek never reads from the start again;
+    it serves one version of the object: if it is replaced while the file reads it, the
+    read raises ``PreconditionFailedError``. Writing streams the data into one
     atomic ``Storage.write``, committed when the file closes (or when a transaction
     commits); its own ``with`` block, left by an exception, stores nothing. ``xb`` claims the
     key at open with a create-only write of an empty object (so ``FileExistsError`` is
@@ -142,8 +130,6 @@ class ObjstoreFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec has no
         if mode not in MODES:
             raise InvalidArgumentError(f"objstore files open in mode 'rb', 'wb' or 'xb', not {mode!r}")
         self.storage: Storage = fs.storage
-        self._stream: BinaryIO | None = None
-        self._position = 0
         self._upload: _Upload | None = None
         self._whole: bytes | None = None
         self._claim: str | None = None
@@ -171,49 +157,14 @@ class ObjstoreFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec has no
     # -- reading ---------------------------------------------------------------
 
     def _fetch_range(self, start: int, end: int) -> bytes:
+        """One ranged read, then a check that the object is still the version described at open."""
         if start >= end:
             return b""
-        stream = self._stream_at(start)
-        data = stream.read(end - start)
-        self._position = start + len(data)
-        return data
-
-    def _stream_at(self, start: int) -> BinaryIO:
-        if self._stream is not None and start < self._position and not self._stream.seekable():
-            self._close_stream()
-        if self._stream is None:
-            self._stream = self._open_version()
-            self._position = 0
-        if start != self._position:
-            if self._stream.seekable():
-                self._stream.seek(start)
-            else:
-                skip(self._stream, start - self._position)
-            self._position = start
-        return self._stream
-
-    def _open_version(self) -> BinaryIO:
-        """Open the object, and make sure that it is still the version described at open."""
+        data = self.storage.read_range(self.path, start, end)
         etag = self.details["etag"]
-        stream = self.storage.read(self.path)
-        try:
-            if self.storage.stat(self.path).etag != etag:
-                raise PreconditionFailedError(self.path, etag)
-        except BaseException:
-            stream.close()
-            raise
-        return stream
-
-    def _close_stream(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self._close_stream()
+        if self.storage.stat(self.path).etag != etag:
+            raise PreconditionFailedError(self.path, etag)
+        return data
 
     # -- writing ---------------------------------------------------------------
 

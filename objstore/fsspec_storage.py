@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from ._listing import ListCursor, fold_levels
+from ._ranges import RangeReader, clamp
 from .errors import (
     InvalidArgumentError,
     InvalidKeyError,
@@ -173,12 +175,18 @@ class FsspecStorage(Storage):
 
     # -- reading ---------------------------------------------------------------
 
-    def _read(self, key: str) -> BinaryIO:
+    def _read(self, key: str, start: int, end: int | None) -> BinaryIO:
         with _fs_errors(key):
             try:
-                return cast(BinaryIO, self.fs.open(self._path(key), "rb"))
+                file = self.fs.open(self._path(key), "rb")
             except _MISSING as exc:
                 raise NotExistError(key) from exc
+            try:
+                size = file.seek(0, 2)
+            except BaseException:
+                file.close()
+                raise
+        return cast(BinaryIO, io.BufferedReader(_FileRange(key, file, *clamp(start, end, size))))
 
     def _stat(self, key: str) -> ObjectInfo:
         with _fs_errors(key):
@@ -228,3 +236,25 @@ class FsspecStorage(Storage):
         cursor = ListCursor(start_after)
         infos = (info for info in objects if not cursor.passes_key(info.key))
         return infos if recursive else fold_levels(prefix, infos, cursor)
+
+
+class _FileRange(RangeReader):
+    """A range of a file open on the filesystem; its errors are objstore errors."""
+
+    def __init__(self, key: str, file: Any, start: int, end: int) -> None:
+        super().__init__(key, start, end)
+        self._file = file
+
+    def _read_at(self, offset: int, count: int) -> bytes:
+        with _fs_errors(self._key):
+            self._file.seek(offset)
+            return bytes(self._file.read(count))
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            with _fs_errors(self._key):
+                self._file.close()
+        finally:
+            super().close()

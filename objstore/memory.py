@@ -7,9 +7,10 @@ import io
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from ._listing import ListCursor, fold_levels
+from ._ranges import RangeReader, clamp
 from .errors import AlreadyExistsError, NotExistError, PreconditionFailedError
 from .info import CommonPrefix, ObjectInfo
 from .storage import Chunks, Storage
@@ -65,8 +66,9 @@ class MemoryStorage(Storage):
             except KeyError:
                 raise NotExistError(key) from None
 
-    def _read(self, key: str) -> BinaryIO:
-        return io.BytesIO(self._entry(key)[0])
+    def _read(self, key: str, start: int, end: int | None) -> BinaryIO:
+        data = self._entry(key)[0]
+        return cast(BinaryIO, io.BufferedReader(_BytesRange(key, data, *clamp(start, end, len(data)))))
 
     def _stat(self, key: str) -> ObjectInfo:
         return self._entry(key)[1]
@@ -101,3 +103,14 @@ class MemoryStorage(Storage):
                 position = cursor.skip_prefix.encode() + b"\xff"
                 continue
             yield info
+
+
+class _BytesRange(RangeReader):
+    """A range of one version of an object's bytes (never copied)."""
+
+    def __init__(self, key: str, data: bytes, start: int, end: int) -> None:
+        super().__init__(key, start, end)
+        self._data = memoryview(data)
+
+    def _read_at(self, offset: int, count: int) -> bytes:
+        return bytes(self._data[offset : offset + count])

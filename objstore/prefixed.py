@@ -110,9 +110,13 @@ class PrefixedStorage(Storage):
                 self._prefix + key, chunks, persist=persist, if_none_match=if_none_match, if_match=if_match
             )
 
-    def _read(self, key: str) -> BinaryIO:
+    def _read(self, key: str, start: int, end: int | None) -> BinaryIO:
         with self._relative_errors():
-            return self._storage._read(self._prefix + key)
+            return self._storage._read(self._prefix + key, start, end)
+
+    def _read_ranges(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+        with self._relative_errors():
+            return self._storage._read_ranges(self._prefix + key, ranges)
 
     def read_bytes(self, key: str) -> bytes:
         key = self.check_key(key)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO, Literal, overload
 
+from ._ranges import check_range
 from ._source import Data, iter_chunks
 from .errors import InvalidArgumentError, NotExistError
 from .info import CleanupResult, CommonPrefix, ObjectInfo
@@ -68,18 +69,55 @@ class Storage(abc.ABC):
 
     # -- reading ---------------------------------------------------------------
 
-    def read(self, key: str) -> BinaryIO:
-        """Open the object for reading: a binary stream, to be used as a context manager."""
-        return self._read(self.check_key(key))
+    def read(self, key: str, *, start: int = 0, end: int | None = None) -> BinaryIO:
+        """Open the bytes ``[start, end)`` of the object (all of it by default): a seekable
+        binary stream, to be used as a context manager, whose position 0 is ``start``.
+
+        Offsets follow Python's slice rules, cut to the object (``end=None`` is its end,
+        ``start >= end`` is empty), except that negative ones are refused with
+        ``InvalidArgumentError``.
+        """
+        key = self.check_key(key)
+        first, last = check_range(start, end)
+        return self._read(key, first, last)
 
     @abc.abstractmethod
-    def _read(self, key: str) -> BinaryIO:
-        """Open the object; raise ``NotExistError`` if it is missing."""
+    def _read(self, key: str, start: int, end: int | None) -> BinaryIO:
+        """Open a seekable stream of the bytes ``[start, end)``, cut to the object
+        (``0 <= start``, ``end`` None or ``>= start``); ``NotExistError`` if it is missing."""
 
     def read_bytes(self, key: str) -> bytes:
         """Return the whole object."""
         with self.read(key) as stream:
             return stream.read()
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Return the bytes ``[start, end)`` of the object, by the rules of :meth:`read`."""
+        return self.read_ranges(key, [(start, end)])[0]
+
+    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Return the bytes of each ``(start, end)`` of ``ranges``, in order, all of one version
+        of the object, by the rules of :meth:`read`. No ranges read nothing: ``[]``."""
+        key = self.check_key(key)
+        checked: list[tuple[int, int]] = []
+        for item in ranges:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise InvalidArgumentError(f"a range is a (start, end) tuple, not {item!r}")
+            start, end = check_range(*item)
+            if end is None:
+                raise InvalidArgumentError("end is an int, not None")
+            checked.append((start, end))
+        return self._read_ranges(key, checked) if checked else []
+
+    def _read_ranges(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """The bytes of each range (checked, ``start <= end``), from one stream of the span."""
+        low, high = min(start for start, _ in ranges), max(end for _, end in ranges)
+        with self._read(key, low, high) as stream:
+            parts = []
+            for start, end in ranges:
+                stream.seek(start - low)
+                parts.append(stream.read(end - start))
+            return parts
 
     def stat(self, key: str) -> ObjectInfo:
         """Describe the object; raise ``NotExistError`` if it is missing."""
@@ -127,7 +165,7 @@ class Storage(abc.ABC):
         return self._copy(src, dst)
 
     def _copy(self, src: str, dst: str) -> str:
-        with self._read(src) as stream:
+        with self._read(src, 0, None) as stream:
             return self._write(
                 dst, iter_chunks(dst, stream, None), persist=False, if_none_match=False, if_match=None
             )

@@ -207,6 +207,7 @@ class FaultProxy:
         self._random = random.Random(0)
         self._injected: list[Injection] = []
         self._requests = 0
+        self._body_bytes = 0
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
         self._port: int | None = None
@@ -294,6 +295,13 @@ class FaultProxy:
         """How many requests the proxy has read, faulted or not."""
         with self._lock:
             return self._requests
+
+    @property
+    def body_bytes(self) -> int:
+        """How many bytes of answer bodies the proxy has sent, or begun to send, to clients (not
+        counting stalled ones)."""
+        with self._lock:
+            return self._body_bytes
 
     def counts(self) -> dict[str, int]:
         """How many times each fault was injected, by fault name."""
@@ -452,6 +460,8 @@ class FaultProxy:
             body = response.body
         if request.method == "HEAD":
             body = b""
+        with self._lock:  # counted first: a client that has the bytes finds them counted
+            self._body_bytes += len(body)
         conn.sendall(_head(request, response) + body)
 
     def _stall(self, conn: socket.socket, request: Request, response: Response) -> None:

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import urllib3
+from minio.error import S3Error
 
-from ..errors import ObjectChangedError
+from ..errors import InvalidArgumentError, ObjectChangedError, RemoteError
 from .answers import etag, header, parsed_header
 from .deadline import deadline, watch
 from .failures import RAW_ERRORS, Failure, classify, integrity_failure
@@ -180,54 +181,177 @@ def _part_size(value: str | None) -> int | None:
     return int(value) if value is not None and value.isdigit() and int(value) > 0 else None
 
 
-class ObjectReader(io.RawIOBase):
-    """The body of one version of an object (pinned by its etag), read in checked chunks."""
+#: A seek at most this far ahead within the current answer reads forward instead of asking again.
+READ_FORWARD = 1 << 20
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]+)-([0-9]+)/([0-9]+)")
 
-    def __init__(self, storage: S3Storage, key: str, response: urllib3.BaseHTTPResponse) -> None:
+
+class ObjectReader(io.RawIOBase):
+    """The bytes ``[start, end)`` of one version of an object (pinned by its etag), read in
+    checked chunks; seekable, position 0 being ``start``.
+
+    Every answer is checked against its length (a ranged one against its
+    ``Content-Range``). The whole-object digest is checked only on a read of the whole
+    object, from 0 to its end without a seek that moves. A seek issues a ranged GET of the
+    same version from the new position when it reads next (or, up to :data:`READ_FORWARD`
+    ahead within the current answer, reads forward); an object replaced meanwhile raises
+    ``ObjectChangedError``.
+    """
+
+    def __init__(
+        self,
+        storage: S3Storage,
+        key: str,
+        response: urllib3.BaseHTTPResponse | None,
+        *,
+        start: int,
+        end: int,
+        size: int,
+        etag: str,
+        check: BodyCheck | None = None,
+    ) -> None:
         self._storage = storage
         self._key = key
         self._response = response
-        self._check = BodyCheck.of(key, response)
-        self._position = 0
+        self._start = start
+        self._end = end
+        self._size = size
+        self._etag = etag
+        self._check = check  # the digest, while the read is of the whole object
+        self._offset = start  # absolute: the next byte to return
+        self._response_at = start  # absolute: the next byte of the answer
+        self._response_end = size if response is not None and response.status == 200 else end
         self._budget = storage.retries
         self._verified = False
 
+    @property
+    def etag(self) -> str:
+        """The etag of the version read ("" if the range is empty and no answer named it)."""
+        return self._etag
+
     @classmethod
-    def open(cls, storage: S3Storage, key: str) -> ObjectReader:
+    def open(
+        cls,
+        storage: S3Storage,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        if_match: str | None = None,
+    ) -> ObjectReader:
+        """Open ``[start, end)`` (cut to the object); ``if_match`` pins the version
+        (``ObjectChangedError`` if it is gone)."""
+        if end is not None and end <= start:
+            info = storage._stat(key)
+            if if_match is not None and info.etag != if_match:
+                raise ObjectChangedError(key, if_match)
+            low = min(start, info.size)
+            return cls(storage, key, None, start=low, end=low, size=info.size, etag=info.etag)
+
         def get() -> ObjectReader:
-            response = storage._request("GET", key, headers=CHECKSUM_MODE, stream=True)
+            whole = start == 0 and end is None
+            headers = (
+                dict(CHECKSUM_MODE) if whole else {"Range": f"bytes={start}-{'' if end is None else end - 1}"}
+            )
+            if if_match is not None:
+                headers["If-Match"] = f'"{if_match}"'
             try:
-                return cls(storage, key, response)
+                response = storage._request("GET", key, headers=headers, stream=True)
+            except S3Error as exc:
+                if exc.response is None or exc.response.status != 416:
+                    raise
+                return cls(storage, key, None, start=start, end=start, size=start, etag=if_match or "")
+            try:
+                return cls._first(storage, key, response, start, end)
             except Failure:
                 _drop(response)
                 raise
 
-        return storage._retrying(key, get)
+        try:
+            return storage._retrying(key, get)
+        except RemoteError as exc:
+            if if_match is not None and exc.status == 412:
+                raise ObjectChangedError(key, if_match) from exc
+            raise
+
+    @classmethod
+    def _first(
+        cls, storage: S3Storage, key: str, response: urllib3.BaseHTTPResponse, start: int, end: int | None
+    ) -> ObjectReader:
+        """The reader of the first answer: a whole body (200) or a range of it (206)."""
+        if response.status == 200 and start == 0:  # asked for all of it, or the server ignored the range
+            check = BodyCheck.of(key, response)
+            last = check.size if end is None else min(end, check.size)
+            digest = check if last == check.size and end is None else None
+            return cls(
+                storage, key, response, start=0, end=last, size=check.size, etag=check.etag, check=digest
+            )
+        found = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range") or "")
+        if response.status != 206 or found is None:
+            raise integrity_failure(
+                key,
+                f"a ranged read got status {response.status} "
+                f"and range {response.headers.get('Content-Range')!r}",
+            )
+        first, last, size = (int(part) for part in found.groups())
+        expected_last = (size if end is None else min(end, size)) - 1
+        length = parsed_header(key, response, "Content-Length", _natural)
+        if first != start or last != expected_last or length != last - first + 1:
+            raise integrity_failure(
+                key,
+                f"a ranged read of bytes {start}-{expected_last} got {found.group(0)!r} with {length} bytes",
+            )
+        tag = etag(header(key, response, "ETag"))
+        return cls(storage, key, response, start=start, end=last + 1, size=size, etag=tag)
 
     def readable(self) -> bool:
         return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._offset - self._start
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self.tell() + offset
+        elif whence == io.SEEK_END:
+            target = self._end - self._start + offset
+        else:
+            raise InvalidArgumentError(f"whence is 0, 1 or 2, not {whence!r}")
+        if target < 0:
+            raise InvalidArgumentError(f"cannot seek to {target}, before the start of the range")
+        if self._start + target != self._offset:
+            self._check = None  # no longer one read of the whole body
+            self._offset = self._start + target
+        return target
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         chunk = self._next_chunk(len(view))
         view[: len(chunk)] = chunk
-        self._check.update(memoryview(chunk))
-        self._advance(len(chunk))
+        self._advance(chunk)
         return len(chunk)
 
     def readall(self) -> bytes:
         chunks = []
-        while chunk := self._next_chunk(self._check.size - self._position, whole=True):
+        while chunk := self._next_chunk(self._end - self._offset, whole=True):
             chunks.append(chunk)
-            self._check.update(memoryview(chunk))
-            self._position += len(chunk)
-        self._advance(0)
+            self._advance(chunk)
+        self._advance(b"")  # an empty body is checked too
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _advance(self, count: int) -> None:
-        """Count ``count`` more bytes read; at the end, check the whole body."""
-        self._position += count
-        if self._position == self._check.size and not self._verified:
+    def _advance(self, chunk: bytes) -> None:
+        """Count ``chunk`` read; at the end of a whole body, check its digest."""
+        self._offset += len(chunk)
+        if self._check is None:
+            return
+        if chunk:
+            self._check.update(memoryview(chunk))
+        if self._offset == self._size and not self._verified:
             try:
                 self._check.verify()
             except Failure as failure:
@@ -235,19 +359,38 @@ class ObjectReader(io.RawIOBase):
             self._verified = True
 
     def _next_chunk(self, limit: int, *, whole: bool = False) -> bytes:
-        """The next bytes of the body, at most ``limit`` and, unless ``whole``, :data:`CHUNK`;
+        """The next bytes of the range, at most ``limit`` and, unless ``whole``, :data:`CHUNK`;
         b"" at its end."""
-        while self._position < self._check.size and limit > 0:
-            count = min(limit, self._check.size - self._position)
+        while self._offset < self._end and limit > 0:
+            count = min(limit, self._end - self._offset)
             try:
+                self._reach()
                 return self._read_some(count if whole else min(count, CHUNK))
             except Failure as failure:
                 self._resume(failure)
         return b""
 
+    def _reach(self) -> None:
+        """Make the current answer's next byte the one at the position: read forward, or ask again."""
+        gap = self._offset - self._response_at
+        if self._response is not None and gap and not 0 < gap <= READ_FORWARD:
+            _drop(self._response)
+            self._response = None
+        if self._response is None:
+            try:
+                self._response = self._storage._attempt(self._key, self._ranged_get)
+            except Failure as failure:
+                if failure.refused:
+                    raise ObjectChangedError(self._key, self._etag) from failure
+                raise
+            self._response_at, self._response_end = self._offset, self._end
+        while self._response_at < self._offset:
+            self._read_some(min(self._offset - self._response_at, CHUNK))
+
     def _read_some(self, count: int) -> bytes:
-        """Up to ``count`` bytes, within the timeout for each :data:`CHUNK` of them."""
+        """Up to ``count`` bytes of the answer, within the timeout for each :data:`CHUNK` of them."""
         storage = self._storage
+        assert self._response is not None
         with deadline(storage.timeout * -(-count // CHUNK)) as alarm:
             watch(self._response, alarm)
             try:
@@ -257,44 +400,37 @@ class ObjectReader(io.RawIOBase):
                     self._key, storage.bucket, exc, timed_out=alarm.fired, timeout=storage.timeout
                 ) from exc
         if not chunk:
-            raise integrity_failure(
-                self._key, f"the body ended after {self._position} of {self._check.size} bytes"
-            )
+            raise integrity_failure(self._key, f"the body ended at byte {self._response_at} of {self._end}")
+        self._response_at += len(chunk)
         return chunk
 
     def _resume(self, failure: Failure) -> None:
-        """Continue from the current position with a ranged GET of the same version."""
-        _drop(self._response)
-        while True:
-            if not failure.retry or self._budget <= 0:
-                raise failure.error from failure
-            self._storage._pause(self._storage.retries - self._budget)
-            self._budget -= 1
-            try:
-                self._response = self._storage._attempt(self._key, self._ranged_get)
-                return
-            except Failure as again:
-                if again.refused:
-                    raise ObjectChangedError(self._key, self._check.etag) from again
-                failure = again
+        """After a failed answer: drop it, so the next read continues with a ranged GET (or raise)."""
+        if self._response is not None:
+            _drop(self._response)
+            self._response = None
+        if not failure.retry or self._budget <= 0:
+            raise failure.error from failure
+        self._storage._pause(self._storage.retries - self._budget)
+        self._budget -= 1
 
     def _ranged_get(self) -> urllib3.BaseHTTPResponse:
-        size = self._check.size
-        headers = {"Range": f"bytes={self._position}-", "If-Match": f'"{self._check.etag}"'}
+        last = self._end - 1
+        headers = {"Range": f"bytes={self._offset}-{last}", "If-Match": f'"{self._etag}"'}
         response = self._storage._request("GET", self._key, headers=headers, stream=True)
-        expected = f"bytes {self._position}-{size - 1}/{size}"
+        expected = f"bytes {self._offset}-{last}/{self._size}"
         if response.status != 206 or response.headers.get("Content-Range") != expected:
             _drop(response)
             raise integrity_failure(
                 self._key,
-                f"a resumed read got status {response.status} and range "
+                f"a ranged read got status {response.status} and range "
                 f"{response.headers.get('Content-Range')!r}, not {expected!r}",
             )
         return response
 
     def close(self) -> None:
-        if not self.closed:
-            if self._position == self._check.size:
+        if not self.closed and self._response is not None:
+            if self._response_at == self._response_end:
                 self._response.drain_conn()  # lets http.client see the end of the body
                 self._response.release_conn()  # the connection can serve again
             else:

@@ -24,6 +24,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO, TypeGuard, TypeVar, cast
 from urllib.parse import quote, unquote_plus, urlsplit
@@ -51,12 +52,14 @@ from .answers import Answer, etag, header, http_time, iso_time, parsed_header
 from .body import CHUNK, PART_SIZE_HEADER, ObjectReader
 from .deadline import deadline, pool_manager
 from .failures import RAW_ERRORS, TRANSIENT_CODES, Failure, classify
+from .ranges import read_ranges
 
 T = TypeVar("T")
 log = logging.getLogger("objstore")
 
 MIN_PART_SIZE = 5 << 20
 DEFAULT_PART_SIZE = 16 << 20
+DEFAULT_MAX_CONCURRENCY = 8
 DEFAULT_UPLOAD_GRACE = 24 * 3600.0
 MIN_EXPIRY, MAX_EXPIRY = timedelta(seconds=1), timedelta(days=7)
 #: The metadata header that carries the identifier of a conditional write.
@@ -97,6 +100,8 @@ class S3Storage(Storage):
     ``timeout`` bounds each request, from sending it to the last byte of its answer (a
     streamed read: each chunk of at most 1 MiB); ``retries`` is how many times a failed
     request is tried again, ``backoff`` the first pause between tries, in seconds.
+    A multipart write keeps up to ``max_concurrency`` parts in flight, so it holds about
+    ``(max_concurrency + 1) * part_size`` bytes.
 
     A store pickles as its settings, credentials included; each process makes its own
     client and connections.
@@ -116,6 +121,7 @@ class S3Storage(Storage):
         retries: int = 5,
         backoff: float = 0.1,
         timeout: float = 60.0,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
         """Check the settings (``InvalidArgumentError`` names a bad one); nothing connects yet.
 
@@ -124,10 +130,11 @@ class S3Storage(Storage):
         """
         endpoint, secure = _endpoint_and_secure(endpoint, secure)
         _check_settings(bucket, access_key, secret_key, session_token, region)
-        _check_tuning(part_size, retries, backoff, timeout)
+        _check_tuning(part_size, retries, backoff, timeout, max_concurrency)
         self.endpoint = endpoint
         self.bucket = bucket
         self.part_size = part_size
+        self.max_concurrency = max_concurrency
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
@@ -185,7 +192,9 @@ class S3Storage(Storage):
     def _new_client(self) -> Minio:
         """A minio client of the settings, with a connection pool of its own."""
         try:
-            return Minio(**self._settings, http_client=pool_manager(self.timeout, maxsize=16))
+            # a connection for each part in flight, besides those of other threads' calls
+            maxsize = max(16, 2 * self.max_concurrency)
+            return Minio(**self._settings, http_client=pool_manager(self.timeout, maxsize=maxsize))
         except ValueError as exc:  # minio's checks of the endpoint and region
             raise InvalidArgumentError(
                 f"S3 endpoint {self.endpoint!r} with region {self._settings['region']!r}: {exc}"
@@ -363,14 +372,10 @@ class S3Storage(Storage):
         # A create whose answer was lost leaves an upload that only cleanup() can find.
         upload_id = self._retrying(key, create)
         try:
-            part = first.pop()
-            etags = [self._upload_part(key, upload_id, 1, part)]
-            last = False
-            while not last:
-                del part  # hold one part at a time
-                part, last = next(parts)
-                etags.append(self._upload_part(key, upload_id, len(etags) + 1, part))
-            del part
+            if self.max_concurrency == 1:
+                etags = self._upload_in_turn(key, upload_id, first, parts)
+            else:
+                etags = self._upload_in_parallel(key, upload_id, first, parts)
             body = _complete_body(etags)
             complete_headers = condition.headers() if condition is not None else {}
 
@@ -403,11 +408,60 @@ class S3Storage(Storage):
             raise NotExistError(key)
         raise PreconditionFailedError(key, str(condition.if_match))
 
-    def _upload_part(self, key: str, upload_id: str, number: int, data: bytearray) -> str:
+    def _upload_in_turn(
+        self, key: str, upload_id: str, first: list[bytearray], parts: Iterator[tuple[bytearray, bool]]
+    ) -> list[str]:
+        """Upload the parts one at a time; their etags, in order."""
+        part = first.pop()
+        etags = [self._upload_part(key, upload_id, 1, part)]
+        last = False
+        while not last:
+            del part  # hold one part at a time
+            part, last = next(parts)
+            etags.append(self._upload_part(key, upload_id, len(etags) + 1, part))
+        return etags
+
+    def _upload_in_parallel(
+        self, key: str, upload_id: str, first: list[bytearray], parts: Iterator[tuple[bytearray, bool]]
+    ) -> list[str]:
+        """Upload the parts with up to ``max_concurrency`` in flight; their etags, in order.
+
+        The next part is read from the source only while fewer are in flight. A part that
+        fails for good, or a source that raises, stops the reading and the retries of the
+        parts in flight, and is raised once none is left running.
+        """
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="objstore-s3-part")
+        uploads: list[Future[str]] = []
+        in_flight: set[Future[str]] = set()
+        try:
+            part, last = first.pop(), False
+            while True:
+                uploads.append(pool.submit(self._upload_part, key, upload_id, len(uploads) + 1, part, stop))
+                in_flight.add(uploads[-1])
+                del part  # the worker holds it until its upload ends
+                if last:
+                    break
+                in_flight = _settle(in_flight, block=len(in_flight) >= self.max_concurrency)
+                part, last = next(parts)
+            _settle(in_flight, block=None)
+            return [upload.result() for upload in uploads]
+        except BaseException:
+            stop.set()  # parts in flight end with their current try
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _upload_part(
+        self, key: str, upload_id: str, number: int, data: bytearray, stop: threading.Event | None = None
+    ) -> str:
+        """Upload part ``number``, retried; once ``stop`` is set, no further try starts."""
         query = {"partNumber": str(number), "uploadId": upload_id}
         headers = {"Content-MD5": _content_md5(data)}
 
         def upload() -> str:
+            if stop is not None and stop.is_set():
+                raise _Stopped(f"part {number} of {key!r}: the upload is being aborted")
             response = self._request("PUT", key, body=data, headers=headers, query=query)
             return etag(header(key, response, "ETag"))
 
@@ -426,8 +480,13 @@ class S3Storage(Storage):
 
     # -- reading ---------------------------------------------------------------
 
-    def _read(self, key: str) -> BinaryIO:
-        return cast(BinaryIO, io.BufferedReader(ObjectReader.open(self, key), buffer_size=CHUNK))
+    def _read(self, key: str, start: int, end: int | None) -> BinaryIO:
+        reader = ObjectReader.open(self, key, start, end)
+        return cast(BinaryIO, io.BufferedReader(reader, buffer_size=CHUNK))
+
+    def _read_ranges(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """Near ranges merged into one GET (``objstore.s3.ranges.MERGE_GAP``), GETs concurrent."""
+        return read_ranges(self, key, ranges)
 
     def read_bytes(self, key: str) -> bytes:
         """The whole object; a body that fails its check, or changes while read, is read again."""
@@ -583,6 +642,22 @@ class S3Storage(Storage):
             query["upload-id-marker"] = answer.required("NextUploadIdMarker")
 
 
+class _Stopped(Exception):
+    """A part upload that did not start a try: the upload it belongs to is being aborted."""
+
+
+def _settle(in_flight: set[Future[str]], *, block: bool | None) -> set[Future[str]]:
+    """The part uploads still running, after waiting for one to end (``block``), for all
+    (None) or for none (False); the first that failed raises its error."""
+    if block is None:
+        done, running = wait(in_flight)
+    else:
+        done, running = wait(in_flight, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+    for upload in done:
+        upload.result()
+    return running
+
+
 @attrs.frozen
 class _Page:
     entries: list[ObjectInfo | CommonPrefix]
@@ -690,7 +765,9 @@ def _check_settings(
         raise InvalidArgumentError(f"region is a region name such as 'us-east-1', not {region!r}")
 
 
-def _check_tuning(part_size: object, retries: object, backoff: object, timeout: object) -> None:
+def _check_tuning(
+    part_size: object, retries: object, backoff: object, timeout: object, max_concurrency: object
+) -> None:
     if not _is_int(part_size) or part_size < MIN_PART_SIZE:
         raise InvalidArgumentError(
             f"part_size is an int of at least {MIN_PART_SIZE} bytes, not {part_size!r}"
@@ -701,6 +778,8 @@ def _check_tuning(part_size: object, retries: object, backoff: object, timeout: 
         raise InvalidArgumentError(f"timeout is a number of seconds over 0, not {timeout!r}")
     if not _is_seconds(backoff) or not backoff >= 0:
         raise InvalidArgumentError(f"backoff is a number of seconds, 0 or more, not {backoff!r}")
+    if not _is_int(max_concurrency) or max_concurrency < 1:
+        raise InvalidArgumentError(f"max_concurrency is an int, 1 or more, not {max_concurrency!r}")
 
 
 def _is_int(value: object) -> TypeGuard[int]:

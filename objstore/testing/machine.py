@@ -232,6 +232,28 @@ class StoreComparison(RuleBasedStateMachine):
         assert info.last_modified.tzinfo == timezone.utc
         assert self.storage.exists(key)
 
+    @rule(key=KEYS, pick=st.none() | st.integers(0, 1000), data=st.data())
+    def read_ranges(self, key: str, pick: int | None, data: st.DataObject) -> None:
+        """Ranges of ``key`` (with ``pick``, a stored object), as streams, with seeks, and as bytes."""
+        if pick is not None and self.model.objects:
+            key = sorted(self.model.objects)[pick % len(self.model.objects)]
+        offsets = st.integers(0, 72)
+        ranges = data.draw(st.lists(st.tuples(offsets, offsets), min_size=1, max_size=4))
+        if key not in self.model.objects:
+            with raises(NotExistError):
+                self.storage.read_ranges(key, ranges)
+            return
+        body = self.model.objects[key]
+        assert self.storage.read_ranges(key, ranges) == [body[start:end] for start, end in ranges]
+        start, end = ranges[0]
+        whole = data.draw(st.booleans())
+        part = body if whole else body[start:end]
+        with (self.storage.read(key) if whole else self.storage.read(key, start=start, end=end)) as stream:
+            for seek, count in data.draw(st.lists(st.tuples(offsets, offsets), max_size=3)):
+                assert stream.seek(seek) == seek
+                assert stream.read(count) == part[seek : seek + count]
+                assert stream.tell() == seek + len(part[seek : seek + count])
+
     @rule(data=st.data(), recursive=st.booleans())
     def list(self, data: st.DataObject, recursive: bool) -> None:
         known = sorted(self.model.objects) or ["a"]
