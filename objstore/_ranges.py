@@ -33,6 +33,22 @@ def clamp(start: int, end: int | None, size: int) -> tuple[int, int]:
     return low, size if end is None else max(low, min(end, size))
 
 
+def seek_target(offset: int, whence: int, position: int, length: int) -> int:
+    """Where a seek of a range of ``length`` bytes, now at ``position``, goes (Python's rules);
+    ``InvalidArgumentError`` for a bad ``whence`` or a place before the start."""
+    if whence == os.SEEK_SET:
+        target = offset
+    elif whence == os.SEEK_CUR:
+        target = position + offset
+    elif whence == os.SEEK_END:
+        target = length + offset
+    else:
+        raise InvalidArgumentError(f"whence is 0, 1 or 2, not {whence!r}")
+    if target < 0:
+        raise InvalidArgumentError(f"cannot seek to {target}, before the start of the range")
+    return target
+
+
 class RangeReader(io.RawIOBase):
     """A seekable stream of the bytes ``[start, end)`` of one object: position 0 is ``start``.
 
@@ -60,16 +76,7 @@ class RangeReader(io.RawIOBase):
         return self._offset - self._start
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        if whence == os.SEEK_SET:
-            target = offset
-        elif whence == os.SEEK_CUR:
-            target = self.tell() + offset
-        elif whence == os.SEEK_END:
-            target = self._end - self._start + offset
-        else:
-            raise InvalidArgumentError(f"whence is 0, 1 or 2, not {whence!r}")
-        if target < 0:
-            raise InvalidArgumentError(f"cannot seek to {target}, before the start of the range")
+        target = seek_target(offset, whence, self.tell(), self._end - self._start)
         self._moved(self._start + target)
         self._offset = self._start + target
         return target

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import urllib3
 from minio.error import S3Error
 
-from ..errors import InvalidArgumentError, ObjectChangedError, RemoteError
+from .._ranges import seek_target
+from ..errors import ObjectChangedError, RemoteError
 from .answers import etag, header, parsed_header
 from .deadline import deadline, watch
 from .failures import RAW_ERRORS, Failure, classify, integrity_failure
@@ -314,16 +315,7 @@ class ObjectReader(io.RawIOBase):
         return self._offset - self._start
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            target = offset
-        elif whence == io.SEEK_CUR:
-            target = self.tell() + offset
-        elif whence == io.SEEK_END:
-            target = self._end - self._start + offset
-        else:
-            raise InvalidArgumentError(f"whence is 0, 1 or 2, not {whence!r}")
-        if target < 0:
-            raise InvalidArgumentError(f"cannot seek to {target}, before the start of the range")
+        target = seek_target(offset, whence, self.tell(), self._end - self._start)
         if self._start + target != self._offset:
             self._check = None  # no longer one read of the whole body
             self._offset = self._start + target
