@@ -1,6 +1,7 @@
 """objstore: one storage interface over posix folders and S3-compatible servers."""
 
 from ._source import Data
+from .attributes import Metadata
 from .config import from_config
 from .config import from_url as from_url
 from .errors import (
@@ -19,6 +20,7 @@ from .errors import (
     RemoteError,
     SizeMismatchError,
     StorageIOError,
+    UnsupportedError,
 )
 from .fsspec_storage import FsspecStorage
 from .info import CleanupResult, CommonPrefix, ObjectInfo
@@ -40,6 +42,7 @@ __all__ = [
     "InvalidKeyError",
     "KeyConflictError",
     "MemoryStorage",
+    "Metadata",
     "NotExistError",
     "ObjectInfo",
     "ObjectChangedError",
@@ -54,6 +57,7 @@ __all__ = [
     "SizeMismatchError",
     "Storage",
     "StorageIOError",
+    "UnsupportedError",
     "from_config",
     "from_url",
 ]

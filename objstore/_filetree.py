@@ -35,14 +35,18 @@ from typing import Any, BinaryIO, Literal, TypeVar, cast
 
 import attrs
 
+from . import _xattrs
 from ._dirscan import sorted_entries
 from ._listing import ListCursor, fold_levels
 from ._ranges import RangeReader, clamp
+from ._source import iter_chunks
+from .attributes import DEFAULT_ATTRIBUTES, Attributes
 from .errors import (
     AlreadyExistsError,
     InvalidArgumentError,
     KeyConflictError,
     NotExistError,
+    ObjectChangedError,
     ObjstoreError,
     PermissionDeniedError,
     PreconditionFailedError,
@@ -317,13 +321,33 @@ def _etag(st: os.stat_result) -> str:
     return "%x-%x-%x" % (st.st_ino, st.st_mtime_ns, st.st_size)  # noqa: UP031 - 3x faster than an f-string
 
 
-def _info(key: str, st: os.stat_result) -> ObjectInfo:
+def _info(key: str, st: os.stat_result, attributes: Attributes) -> ObjectInfo:
     return ObjectInfo(
         key=key,
         size=st.st_size,
         last_modified=datetime.fromtimestamp(st.st_mtime_ns / 1e9, timezone.utc),
         etag=_etag(st),
+        content_type=attributes.content_type,
+        metadata=attributes.metadata,
     )
+
+
+def _store_attributes(key: str, fd: int, attributes: Attributes, where: str) -> None:
+    try:
+        _xattrs.store(fd, attributes, where)
+    except OSError as exc:
+        if isinstance(exc, ObjstoreError):
+            raise
+        raise _os_error(key, exc) from exc
+
+
+def _load_attributes(key: str, fd: int) -> Attributes:
+    try:
+        return _xattrs.load(key, fd)
+    except OSError as exc:
+        if isinstance(exc, ObjstoreError):
+            raise
+        raise _os_error(key, exc) from exc
 
 
 class FileTreeStorage(Storage):
@@ -340,7 +364,12 @@ class FileTreeStorage(Storage):
     A store pickles as its root and ``tmp_grace``: unpickling (or ``copy.copy``) opens the
     root again, as the constructor does, even if the original was closed, and the copy
     is one more store object on that root.
+
+    An object's content type and metadata live in an extended attribute of its file
+    (Linux); on a filesystem without them, a write that has some raises ``UnsupportedError``.
     """
+
+    supports_metadata = _xattrs.AVAILABLE
 
     def __init__(self, root: str | os.PathLike[str], *, tmp_grace: float = DEFAULT_TMP_GRACE) -> None:
         """Open the store at ``root``, making what is missing, and remove the leftovers of
@@ -716,7 +745,14 @@ class FileTreeStorage(Storage):
         return f"{self._tmp_prefix}{next(self._tmp_counter)}.tmp"
 
     def _write(
-        self, key: str, chunks: Chunks, *, persist: bool, if_none_match: bool, if_match: str | None
+        self,
+        key: str,
+        chunks: Chunks,
+        *,
+        persist: bool,
+        if_none_match: bool,
+        if_match: str | None,
+        attributes: Attributes = DEFAULT_ATTRIBUTES,
     ) -> str:
         self._ensure_open()
         tmp_name = self._tmp_name()
@@ -730,6 +766,7 @@ class FileTreeStorage(Storage):
             try:
                 for chunk in chunks:  # errors of the caller's source pass unchanged
                     _write_all(key, fd, chunk)
+                _store_attributes(key, fd, attributes, repr(self))
                 written = _finish_file(key, fd, persist)
             finally:
                 os.close(fd)
@@ -859,7 +896,13 @@ class FileTreeStorage(Storage):
         return fd, st
 
     def _read(self, key: str, start: int, end: int | None) -> BinaryIO:
-        fd, st = self._open_file(key)
+        return self._read_version(key, start, end, None)
+
+    def _read_version(self, key: str, start: int, end: int | None, etag: str | None) -> BinaryIO:
+        fd, st = self._open_file(key)  # the version it opens stays readable, whatever comes next
+        if etag is not None and _etag(st) != etag:
+            os.close(fd)
+            raise ObjectChangedError(key, etag)
         return cast(BinaryIO, io.BufferedReader(_ObjectFile(key, fd, *clamp(start, end, st.st_size))))
 
     def read_bytes(self, key: str) -> bytes:
@@ -871,8 +914,19 @@ class FileTreeStorage(Storage):
 
     def _stat(self, key: str) -> ObjectInfo:
         fd, st = self._open_file(key)
-        os.close(fd)
-        return _info(key, st)
+        try:
+            return _info(key, st, _load_attributes(key, fd))
+        finally:
+            os.close(fd)
+
+    def _copy(self, src: str, dst: str) -> str:
+        fd, st = self._open_file(src)  # one version: its bytes and attributes
+        with _ObjectFile(src, fd, 0, st.st_size) as source:
+            attributes = _load_attributes(src, fd)
+            chunks = iter_chunks(dst, cast(BinaryIO, source), st.st_size)
+            return self._write(
+                dst, chunks, persist=False, if_none_match=False, if_match=None, attributes=attributes
+            )
 
     # -- deleting ---------------------------------------------------------------
 
@@ -986,10 +1040,18 @@ class FileTreeStorage(Storage):
 def _describe(dir_fd: int, name: str, key: str) -> ObjectInfo | None:
     """The listed object's info, or None if it is gone or no longer a file."""
     try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    return _info(key, st) if stat.S_ISREG(st.st_mode) else None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None  # replaced by a link
+        raise _os_error(key, exc) from exc
+    try:
+        st = os.fstat(fd)
+        return _info(key, st, _load_attributes(key, fd)) if stat.S_ISREG(st.st_mode) else None
+    finally:
+        os.close(fd)
 
 
 def _key_only(dir_fd: int, name: str, key: str) -> str:

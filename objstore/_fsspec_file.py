@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from fsspec.spec import AbstractBufferedFile
 
-from .errors import InvalidArgumentError, NotExistError, PreconditionFailedError
+from ._fsspec_cache import SequentialReadahead
+from .errors import InvalidArgumentError, NotExistError
 from .info import ObjectInfo
 from .storage import Storage
 
@@ -18,12 +19,14 @@ if TYPE_CHECKING:
     from .fsspec import ObjstoreFileSystem
 
 MODES = ("rb", "wb", "xb")
+#: The cache of files opened for reading, unless ``cache_type`` names another.
+DEFAULT_CACHE_TYPE = SequentialReadahead.name
 _POLL_SECONDS = 0.05
 
 
 def file_info(info: ObjectInfo) -> dict[str, Any]:
-    """An object as fsspec describes a file."""
-    return {
+    """An object as fsspec describes a file (with its content type and metadata where known)."""
+    details = {
         "name": info.key,
         "size": info.size,
         "type": "file",
@@ -31,6 +34,11 @@ def file_info(info: ObjectInfo) -> dict[str, Any]:
         "last_modified": info.last_modified,
         "mtime": info.last_modified.timestamp(),
     }
+    if info.content_type is not None:
+        details["content_type"] = info.content_type
+    if info.metadata is not None:
+        details["metadata"] = dict(info.metadata)
+    return details
 
 
 class _Aborted(Exception):
@@ -106,14 +114,18 @@ class _Upload:
 class ObjstoreFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec has no types
     """A file of :class:`~objstore.fsspec.ObjstoreFileSystem`, opened in ``rb``, ``wb`` or ``xb`` mode.
 
-    Reading fetches blocks (fsspec's ``block_size``, 5 MiB by default, and ``cache_type``,
-    "readahead" by default) by ranged reads, so a seek never reads from the start again;
-    it serves one version of the object: if it is replaced while the file reads it, the
-    read raises ``PreconditionFailedError``. Writing streams the data into one
-    atomic ``Storage.write``, committed when the file closes (or when a transaction
-    commits); its own ``with`` block, left by an exception, stores nothing. ``xb`` claims the
-    key at open with a create-only write of an empty object (so ``FileExistsError`` is
-    raised there) and replaces that claim, and only it, when the file closes.
+    Reading fetches by ranged reads through fsspec's cache (``cache_type``, by default
+    ``"objstore-readahead"``: what a read after a seek asks for, at least 64 KiB, and a
+    readahead growing to ``block_size``, 5 MiB by default, while reads run on), so a seek
+    never reads from the start again. It serves the version of the object that it saw at
+    open: each fetch is a read pinned to its etag (``Storage.read_range(..., if_match=)``;
+    on S3 a GET with ``If-Match``); if the object is replaced while the file reads it, the
+    read raises ``ObjectChangedError`` (``NotExistError`` if it is deleted).
+    Writing streams the data into one atomic ``Storage.write``, committed when the file
+    closes (or when a transaction commits); its own ``with`` block, left by an exception,
+    stores nothing. ``xb`` claims the key at open with a create-only write of an empty
+    object (so ``FileExistsError`` is raised there) and replaces that claim, and only it,
+    when the file closes.
     """
 
     def __init__(
@@ -123,7 +135,7 @@ class ObjstoreFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec has no
         mode: str = "rb",
         block_size: int | str | None = "default",
         autocommit: bool = True,
-        cache_type: str = "readahead",
+        cache_type: str = DEFAULT_CACHE_TYPE,
         cache_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -157,14 +169,10 @@ class ObjstoreFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec has no
     # -- reading ---------------------------------------------------------------
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        """One ranged read, then a check that the object is still the version described at open."""
+        """The bytes ``[start, end)`` of the version described at open, by one ranged read."""
         if start >= end:
             return b""
-        data = self.storage.read_range(self.path, start, end)
-        etag = self.details["etag"]
-        if self.storage.stat(self.path).etag != etag:
-            raise PreconditionFailedError(self.path, etag)
-        return data
+        return self.storage.read_range(self.path, start, end, if_match=self.details["etag"])
 
     # -- writing ---------------------------------------------------------------
 

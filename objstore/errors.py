@@ -50,6 +50,10 @@ class InvalidArgumentError(ObjstoreError, ValueError):
     """An argument other than a key is invalid (data, size, options)."""
 
 
+class UnsupportedError(InvalidArgumentError):
+    """The backend cannot do what the call asks (for example keep metadata); nothing was changed."""
+
+
 class SizeMismatchError(InvalidArgumentError):
     """The data source ended before the announced size; nothing was written."""
 
@@ -136,10 +140,11 @@ class IntegrityError(RemoteError):
 
 
 class ObjectChangedError(ObjstoreError):
-    """The object was replaced while a read of it was resumed; what was read is of the old one."""
+    """The object is no longer the version a read is pinned to: the one ``if_match`` names, or
+    the one a resumed read began on (what was read is of that version)."""
 
     def __init__(self, key: str, etag: str) -> None:
-        super().__init__(f"object {key!r} changed while it was read (it was version {etag!r})")
+        super().__init__(f"object {key!r} is no longer version {etag!r}")
         self.key = key
         self.etag = etag
 

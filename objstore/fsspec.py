@@ -1,6 +1,8 @@
 """An fsspec filesystem over any objstore ``Storage``, registered as the protocol ``objstore``.
 
-``fsspec.filesystem("objstore", storage=storage)``: a path is a key. The store is flat,
+``fsspec.filesystem("objstore", storage=storage)``, or ``fsspec.filesystem("objstore",
+store_url="s3://bucket/prefix", **options)`` with the options of ``objstore.from_url``
+(what pandas and dask pass as ``storage_options``): a path is a key. The store is flat,
 so a directory is a prefix ending at a "/" below which keys lie: it exists while they
 do, ``mkdir`` does nothing, and a key with an empty segment (``a//b``, ``a/``, ``/a``)
 cannot be named by a path and is not shown. docs/fsspec.md lists the differences from a
@@ -14,11 +16,13 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, BinaryIO
 
+from fsspec.caching import caches
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.spec import AbstractFileSystem
 from fsspec.utils import isfilelike
 
-from ._fsspec_file import ObjstoreFile, file_info
+from ._fsspec_file import DEFAULT_CACHE_TYPE, ObjstoreFile, file_info
+from .config import from_url
 from .errors import InvalidArgumentError, InvalidKeyError, NotExistError
 from .info import CommonPrefix, ObjectInfo
 from .storage import Storage
@@ -26,6 +30,8 @@ from .storage import Storage
 #: The keyword with which ``glob`` hands ``find`` the literal start of its pattern.
 _LIST_PREFIX = "_objstore_list_prefix"
 _CHUNK = 1 << 20
+#: The options of ``AbstractFileSystem`` itself: kept from the store's options (and unused).
+_FSSPEC_OPTIONS = frozenset({"use_listings_cache", "listings_expiry_time", "max_paths"})
 
 
 def _directory(name: str) -> dict[str, Any]:
@@ -49,6 +55,28 @@ def _create(mode: str) -> bool:
     return mode == "create"
 
 
+def _store(storage: object, store_url: str | None, options: dict[str, Any]) -> Storage:
+    """The store of the filesystem: ``storage``, or the one ``from_url`` builds."""
+    if storage is not None and store_url is not None:
+        raise InvalidArgumentError("give storage (a Storage) or store_url (a URL), not both")
+    if store_url is not None:
+        return from_url(store_url, **options)  # which checks them all, naming what is wrong
+    if storage is None:
+        raise InvalidArgumentError(
+            "give storage (an objstore Storage) or store_url (s3://bucket[/prefix], file:///path "
+            "or memory://, with the options of objstore.from_url)"
+        )
+    if not isinstance(storage, Storage):
+        hint = " (a URL goes in store_url)" if isinstance(storage, str) else ""
+        raise InvalidArgumentError(f"storage is an objstore Storage, not {type(storage).__name__}{hint}")
+    if options:
+        raise InvalidArgumentError(
+            f"option(s) {', '.join(sorted(options))} are store options, which go with store_url: "
+            "storage is a store already"
+        )
+    return storage
+
+
 def _copy_stream(source: BinaryIO, target: Any, callback: Callback) -> None:
     while chunk := source.read(_CHUNK):
         target.write(chunk)
@@ -64,19 +92,48 @@ def _progress(source: BinaryIO, callback: Callback) -> Iterator[bytes]:
 class ObjstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec has no types
     """fsspec's view of an objstore ``Storage``: paths are keys, directories are prefixes.
 
-    It pickles as fsspec filesystems do, by its constructor's arguments: the store
-    pickles itself, and the other side opens its own connections.
+    The store is ``storage``, or the one that ``objstore.from_url(store_url, **options)``
+    builds (S3 settings not given come from the AWS environment); exactly one of the two.
+    ``block_size``, ``cache_type`` and ``cache_options`` are the defaults of the files it
+    opens (``open`` may override them; a written file hands its data to the upload in
+    chunks of ``block_size``); fsspec's ``use_listings_cache``,
+    ``listings_expiry_time`` and ``max_paths`` are accepted and unused. It pickles as
+    fsspec filesystems do, by its constructor's arguments: the store pickles itself (or is
+    built again from ``store_url``), and the other side opens its own connections.
     """
 
     protocol = "objstore"
     root_marker = ""
     cachable = False  # the store is the identity: never hand out another caller's instance
 
-    def __init__(self, storage: Storage, **options: Any) -> None:
-        if not isinstance(storage, Storage):
-            raise InvalidArgumentError(f"storage is an objstore Storage, not {type(storage).__name__}")
-        super().__init__(**options)
-        self.storage = storage
+    def __init__(
+        self,
+        storage: Storage | None = None,
+        *,
+        store_url: str | None = None,
+        block_size: int | None = None,
+        cache_type: str = DEFAULT_CACHE_TYPE,
+        cache_options: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        fsspec_options = {name: value for name, value in options.items() if name in _FSSPEC_OPTIONS}
+        store_options = {name: value for name, value in options.items() if name not in _FSSPEC_OPTIONS}
+        if block_size is not None and (
+            not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1
+        ):
+            raise InvalidArgumentError(f"block_size is a number of bytes, 1 or more, not {block_size!r}")
+        if cache_type not in caches:
+            raise InvalidArgumentError(
+                f"cache_type is one of fsspec's caches ({', '.join(sorted(filter(None, caches)))}), "
+                f"not {cache_type!r}"
+            )
+        if cache_options is not None and not isinstance(cache_options, dict):
+            raise InvalidArgumentError(f"cache_options is a dict, not {type(cache_options).__name__}")
+        self.storage = _store(storage, store_url, store_options)
+        super().__init__(**fsspec_options)
+        self.block_size = block_size
+        self.cache_type = cache_type
+        self.cache_options = cache_options
 
     def __repr__(self) -> str:
         return f"ObjstoreFileSystem({self.storage!r})"
@@ -192,11 +249,14 @@ class ObjstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec ha
         cache_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> ObjstoreFile:
+        if "cache_type" not in kwargs:  # the filesystem's cache, with its options unless given
+            kwargs["cache_type"] = self.cache_type
+            cache_options = self.cache_options if cache_options is None else cache_options
         return ObjstoreFile(
             self,
             path,
             mode,
-            block_size=block_size,
+            block_size=self.block_size if block_size is None else block_size,
             autocommit=autocommit,
             cache_options=cache_options,
             **kwargs,
@@ -287,23 +347,25 @@ class ObjstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec ha
         outfile: Any = None,
         **kwargs: Any,
     ) -> None:
+        """Copy the file ``rpath`` to the local path ``lpath`` atomically (``Storage.download``:
+        parallel ranged reads on S3), or into the open file ``outfile``."""
         key = self._strip_protocol(rpath)
         if outfile is None and isfilelike(lpath):
             outfile = lpath
+        if outfile is not None:
+            with self.storage.read(key) as stream:
+                _copy_stream(stream, outfile, callback)
+            return
+        os.makedirs(os.path.dirname(os.path.abspath(lpath)), exist_ok=True)
         try:
-            stream = self.storage.read(key)
+            info = self.storage.download(key, lpath)
         except NotExistError:
-            if outfile is None and self.isdir(key):
+            if self.isdir(key):
                 os.makedirs(lpath, exist_ok=True)
                 return
             raise
-        with stream:
-            if outfile is not None:
-                _copy_stream(stream, outfile, callback)
-                return
-            os.makedirs(os.path.dirname(os.path.abspath(lpath)), exist_ok=True)
-            with open(lpath, "wb") as target:
-                _copy_stream(stream, target, callback)
+        callback.set_size(info.size)
+        callback.relative_update(info.size)
 
     # -- copying and deleting --------------------------------------------------
 

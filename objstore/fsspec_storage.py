@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from ._listing import ListCursor, fold_levels
 from ._ranges import RangeReader, clamp
+from .attributes import DEFAULT_ATTRIBUTES, Attributes
 from .errors import (
-    InvalidArgumentError,
     InvalidKeyError,
     KeyConflictError,
     NotExistError,
     ObjstoreError,
     PermissionDeniedError,
     StorageIOError,
+    UnsupportedError,
 )
 from .info import CommonPrefix, ObjectInfo
 from .keys import check_posix_key
@@ -84,7 +85,8 @@ class FsspecStorage(Storage):
     Keys follow the posix rules and are paths, so ``a`` and ``a/b`` cannot both exist: the
     second write raises ``KeyConflictError`` and changes nothing. A filesystem has no
     atomic create-only or compare-and-swap write, so ``supports_conditional_writes`` is
-    False and such writes are refused with ``InvalidArgumentError``. A write is spooled
+    False and such writes are refused with ``UnsupportedError``; so are a content type
+    and metadata (``supports_metadata`` is False: infos carry None for them). A write is spooled
     first (a failing source stores nothing), then written with ``autocommit=False``: as
     atomic as the filesystem's commit (a rename on a local disk). ``persist`` adds
     nothing to what the filesystem does. Not safe for concurrent writers of one tree.
@@ -94,6 +96,8 @@ class FsspecStorage(Storage):
     """
 
     supports_conditional_writes = False
+    supports_metadata = False
+    lists_metadata = False
 
     def __init__(self, fs: AbstractFileSystem, root: str) -> None:
         self.fs = fs
@@ -129,10 +133,17 @@ class FsspecStorage(Storage):
     # -- writing ---------------------------------------------------------------
 
     def _write(
-        self, key: str, chunks: Chunks, *, persist: bool, if_none_match: bool, if_match: str | None
+        self,
+        key: str,
+        chunks: Chunks,
+        *,
+        persist: bool,
+        if_none_match: bool,
+        if_match: str | None,
+        attributes: Attributes = DEFAULT_ATTRIBUTES,
     ) -> str:
         if if_none_match or if_match is not None:
-            raise InvalidArgumentError(f"{self!r} cannot write conditionally (supports_conditional_writes)")
+            raise UnsupportedError(f"{self!r} cannot write conditionally (supports_conditional_writes)")
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
             for chunk in chunks:  # errors of the caller's source pass unchanged
                 spool.write(chunk)

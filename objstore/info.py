@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 import attrs
 
+from .attributes import Metadata
+
+
+def _metadata(value: Mapping[str, str] | None) -> Metadata | None:
+    return value if value is None or isinstance(value, Metadata) else Metadata(value)
+
 
 @attrs.frozen(slots=True)
 class ObjectInfo:
-    """What is known of a stored object: key, size in bytes, last change (UTC), etag."""
+    """What is known of a stored object: key, size in bytes, last change (UTC), etag,
+    content type and user metadata.
+
+    ``content_type`` and ``metadata`` are None where the call cannot tell them: in
+    listings of S3 (whose listing answers do not carry them) and of ``FsspecStorage``.
+    """
 
     key: str
     size: int
     last_modified: datetime
     etag: str
+    content_type: str | None = None
+    metadata: Metadata | None = attrs.field(default=None, converter=_metadata)
 
 
 @attrs.frozen(slots=True)

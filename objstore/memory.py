@@ -11,7 +11,8 @@ from typing import Any, BinaryIO, cast
 
 from ._listing import ListCursor, fold_levels
 from ._ranges import RangeReader, clamp
-from .errors import AlreadyExistsError, NotExistError, PreconditionFailedError
+from .attributes import DEFAULT_ATTRIBUTES, Attributes
+from .errors import AlreadyExistsError, NotExistError, ObjectChangedError, PreconditionFailedError
 from .info import CommonPrefix, ObjectInfo
 from .storage import Chunks, Storage
 
@@ -40,9 +41,20 @@ class MemoryStorage(Storage):
         self._version = state["version"]
 
     def _write(
-        self, key: str, chunks: Chunks, *, persist: bool, if_none_match: bool, if_match: str | None
+        self,
+        key: str,
+        chunks: Chunks,
+        *,
+        persist: bool,
+        if_none_match: bool,
+        if_match: str | None,
+        attributes: Attributes = DEFAULT_ATTRIBUTES,
     ) -> str:
-        data = b"".join(chunks)
+        return self._store(key, b"".join(chunks), attributes, if_none_match, if_match)
+
+    def _store(
+        self, key: str, data: bytes, attributes: Attributes, if_none_match: bool, if_match: str | None
+    ) -> str:
         with self._lock:
             current = self._objects.get(key)
             if if_none_match and current is not None:
@@ -53,7 +65,14 @@ class MemoryStorage(Storage):
                 if current[1].etag != if_match:
                     raise PreconditionFailedError(key, if_match)
             self._version += 1
-            info = ObjectInfo(key, len(data), datetime.now(timezone.utc), f"m{self._version}")
+            info = ObjectInfo(
+                key,
+                len(data),
+                datetime.now(timezone.utc),
+                f"m{self._version}",
+                attributes.content_type,
+                attributes.metadata,
+            )
             if current is None:
                 bisect.insort(self._keys, key.encode())
             self._objects[key] = (data, info)
@@ -67,11 +86,20 @@ class MemoryStorage(Storage):
                 raise NotExistError(key) from None
 
     def _read(self, key: str, start: int, end: int | None) -> BinaryIO:
-        data = self._entry(key)[0]
+        return self._read_version(key, start, end, None)
+
+    def _read_version(self, key: str, start: int, end: int | None, etag: str | None) -> BinaryIO:
+        data, info = self._entry(key)
+        if etag is not None and info.etag != etag:
+            raise ObjectChangedError(key, etag)
         return cast(BinaryIO, io.BufferedReader(_BytesRange(key, data, *clamp(start, end, len(data)))))
 
     def _stat(self, key: str) -> ObjectInfo:
         return self._entry(key)[1]
+
+    def _copy(self, src: str, dst: str) -> str:
+        data, info = self._entry(src)  # one version: bytes and attributes together
+        return self._store(dst, data, Attributes(str(info.content_type), info.metadata), False, None)
 
     def _delete(self, key: str) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ from typing import BinaryIO
 
 import attrs
 
+from .attributes import DEFAULT_ATTRIBUTES, Attributes
 from .errors import InvalidArgumentError, InvalidKeyError, ObjstoreError
 from .info import CleanupResult, CommonPrefix, ObjectInfo
 from .keys import MAX_KEY_BYTES
@@ -53,6 +54,8 @@ class PrefixedStorage(Storage):
         self._storage = storage
         self._prefix = normalise_prefix(prefix, storage.check_key)
         self.supports_conditional_writes = storage.supports_conditional_writes
+        self.supports_metadata = storage.supports_metadata
+        self.lists_metadata = storage.lists_metadata
 
     @property
     def storage(self) -> Storage:
@@ -103,16 +106,32 @@ class PrefixedStorage(Storage):
     # -- writing and reading -------------------------------------------------------
 
     def _write(
-        self, key: str, chunks: Chunks, *, persist: bool, if_none_match: bool, if_match: str | None
+        self,
+        key: str,
+        chunks: Chunks,
+        *,
+        persist: bool,
+        if_none_match: bool,
+        if_match: str | None,
+        attributes: Attributes = DEFAULT_ATTRIBUTES,
     ) -> str:
         with self._relative_errors():
             return self._storage._write(
-                self._prefix + key, chunks, persist=persist, if_none_match=if_none_match, if_match=if_match
+                self._prefix + key,
+                chunks,
+                persist=persist,
+                if_none_match=if_none_match,
+                if_match=if_match,
+                attributes=attributes,
             )
 
     def _read(self, key: str, start: int, end: int | None) -> BinaryIO:
         with self._relative_errors():
             return self._storage._read(self._prefix + key, start, end)
+
+    def _read_version(self, key: str, start: int, end: int | None, etag: str) -> BinaryIO:
+        with self._relative_errors():
+            return self._storage._read_version(self._prefix + key, start, end, etag)
 
     def _read_ranges(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes]:
         with self._relative_errors():
@@ -122,6 +141,10 @@ class PrefixedStorage(Storage):
         key = self.check_key(key)
         with self._relative_errors():
             return self._storage.read_bytes(self._prefix + key)
+
+    def _download(self, key: str, fd: int) -> ObjectInfo:
+        with self._relative_errors():
+            return attrs.evolve(self._storage._download(self._prefix + key, fd), key=key)
 
     def _stat(self, key: str) -> ObjectInfo:
         with self._relative_errors():

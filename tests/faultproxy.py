@@ -180,6 +180,31 @@ class _Closed(Exception):
     """The client closed the connection, or sent something that is not HTTP."""
 
 
+class InFlight:
+    """A rule's hook that counts the requests in flight, each held (after the server applied
+    it) until ``target`` are, or ``hold`` seconds pass, so that the maximum is exact, not a
+    matter of timing. ``events`` gets "request" as each one ends; tests add their own."""
+
+    def __init__(self, target: int, hold: float = 3.0) -> None:
+        self.target = target
+        self.hold = hold
+        self.now = 0
+        self.most = 0
+        self.seen = 0
+        self.events: list[str] = []
+        self._changed = threading.Condition()
+
+    def __call__(self) -> None:
+        with self._changed:
+            self.now += 1
+            self.seen += 1
+            self.most = max(self.most, self.now)
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: self.most >= self.target, timeout=self.hold)
+            self.now -= 1
+            self.events.append("request")
+
+
 class FaultProxy:
     """An HTTP proxy on 127.0.0.1 in front of ``upstream`` (``host:port``) that injects faults.
 

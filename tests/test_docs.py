@@ -10,19 +10,41 @@ from pathlib import Path
 
 import pytest
 
+from tests import s3env
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted((ROOT / "docs").glob("*.md"))
+#: The bucket that S3 examples name; the test runs them on a fresh bucket of the test server.
+EXAMPLE_BUCKET = "my-bucket"
 
 
 def python_blocks(path: Path) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", path.read_text(), flags=re.DOTALL | re.MULTILINE)
 
 
+def on_s3(blocks: list[str]) -> bool:
+    """Whether the examples use S3 (they name ``s3://my-bucket``)."""
+    return any(f"s3://{EXAMPLE_BUCKET}" in block for block in blocks)
+
+
+def test_some_example_runs_on_s3() -> None:
+    assert on_s3(python_blocks(ROOT / "docs" / "fsspec.md"))
+
+
 @pytest.mark.parametrize("path", DOCS, ids=[path.name for path in DOCS])
-def test_examples_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_examples_run(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """Every python block runs, in order, in a fresh folder; S3 examples run with the ``AWS_*``
+    variables pointing at the test server, on a fresh bucket in place of ``my-bucket``."""
     blocks = python_blocks(path)
     assert blocks, f"{path.name} has no python example"
     monkeypatch.chdir(tmp_path)
+    if on_s3(blocks):
+        endpoint = request.getfixturevalue("s3_endpoint")
+        bucket = request.getfixturevalue("s3_bucket")()
+        s3env.use_test_server(monkeypatch, tmp_path, endpoint)
+        blocks = [block.replace(f"s3://{EXAMPLE_BUCKET}", f"s3://{bucket}") for block in blocks]
     namespace: dict[str, object] = {"__name__": "__docs__"}
     for block in blocks:
         exec(compile(block, str(path), "exec"), namespace)

@@ -14,6 +14,7 @@ EXAMPLES = [
     errors.PreconditionFailedError("k", "etag-1"),
     errors.InvalidArgumentError("bad size"),
     errors.SizeMismatchError("k", 10, 3),
+    errors.UnsupportedError("no metadata here"),
     errors.InvalidKeyError("a//b", "no empty segment"),
     errors.KeyConflictError("a", "a/b exists"),
     errors.PermissionDeniedError("denied"),

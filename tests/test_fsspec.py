@@ -21,10 +21,12 @@ from objstore import (
     KeyConflictError,
     MemoryStorage,
     NotExistError,
+    ObjectChangedError,
     ObjectInfo,
     PreconditionFailedError,
     Storage,
 )
+from objstore.attributes import DEFAULT_ATTRIBUTES, Attributes
 from objstore.fsspec import ObjstoreFileSystem
 from objstore.storage import Chunks
 
@@ -55,11 +57,23 @@ class CountingStorage(Storage):
         return self.inner.check_key(key)
 
     def _write(
-        self, key: str, chunks: Chunks, *, persist: bool, if_none_match: bool, if_match: str | None
+        self,
+        key: str,
+        chunks: Chunks,
+        *,
+        persist: bool,
+        if_none_match: bool,
+        if_match: str | None,
+        attributes: Attributes = DEFAULT_ATTRIBUTES,
     ) -> str:
         self._count("write")
         return self.inner._write(
-            key, self._received(chunks), persist=persist, if_none_match=if_none_match, if_match=if_match
+            key,
+            self._received(chunks),
+            persist=persist,
+            if_none_match=if_none_match,
+            if_match=if_match,
+            attributes=attributes,
         )
 
     def _received(self, chunks: Chunks) -> Chunks:
@@ -246,7 +260,7 @@ def test_reads_seek_within_one_version(fs: ObjstoreFileSystem) -> None:
         assert file.read(2) == b"\x03\x04"
     with fs.open("k", "rb") as file:
         fs.pipe_file("k", b"replaced before the first read")
-        with pytest.raises(PreconditionFailedError):
+        with pytest.raises(ObjectChangedError):
             file.read()
     with pytest.raises(FileNotFoundError):
         fs.open("missing", "rb")
@@ -265,7 +279,7 @@ def test_seeks_on_s3_are_ranged_reads(storage: Storage) -> None:
         assert counting.calls["read"] == 2
         storage.write("k", b"replaced")
         file.seek(0)
-        with pytest.raises(PreconditionFailedError):
+        with pytest.raises(ObjectChangedError):
             file.read(1)
 
 
@@ -297,7 +311,7 @@ def test_directories_are_prefixes(fs: ObjstoreFileSystem) -> None:
     fs.pipe({"d/f": b"1", "d/sub/g": b"22", "top": b""})
     assert fs.ls("", detail=False) == ["d", "top"]
     assert fs.ls("d/") == [
-        {"name": "d/f", "size": 1, "type": "file", **_times(fs, "d/f")},
+        {"name": "d/f", "size": 1, "type": "file", **_details(fs, "d/f")},
         {"name": "d/sub", "size": 0, "type": "directory"},
     ]
     assert fs.ls("top", detail=False) == ["top"]
@@ -309,9 +323,14 @@ def test_directories_are_prefixes(fs: ObjstoreFileSystem) -> None:
     assert not fs.exists("d/sub")
 
 
-def _times(fs: ObjstoreFileSystem, path: str) -> dict[str, Any]:
+def _details(fs: ObjstoreFileSystem, path: str) -> dict[str, Any]:
+    """What the file's details hold besides its name, size and type."""
     info = fs.storage.stat(path)
-    return {"etag": info.etag, "last_modified": info.last_modified, "mtime": info.last_modified.timestamp()}
+    details: dict[str, Any] = {"etag": info.etag, "last_modified": info.last_modified}
+    details["mtime"] = info.last_modified.timestamp()
+    if fs.storage.lists_metadata:
+        details.update(content_type=info.content_type, metadata=dict(info.metadata or {}))
+    return details
 
 
 @pytest.mark.parametrize("backend", ["memory"])
@@ -424,3 +443,15 @@ def test_copy_move_and_delete(fs: ObjstoreFileSystem) -> None:
     assert fs.find("") == ["moved/deep/b", "src/a", "src/deep/b"]
     with pytest.raises(NotExistError):
         fs.storage.stat("two")
+
+
+def test_info_shows_the_content_type_and_metadata(storage: Storage) -> None:
+    fs = ObjstoreFileSystem(storage)
+    storage.write("t/a.csv", b"x,y\n", content_type="text/csv", metadata={"rows": "1"})
+    info = fs.info("t/a.csv")
+    assert (info["content_type"], info["metadata"]) == ("text/csv", {"rows": "1"})
+    [listed] = fs.ls("t", detail=True)
+    if storage.lists_metadata:
+        assert (listed["content_type"], listed["metadata"]) == ("text/csv", {"rows": "1"})
+    else:
+        assert "content_type" not in listed and "metadata" not in listed

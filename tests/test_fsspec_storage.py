@@ -14,12 +14,12 @@ from hypothesis import settings
 
 from objstore import (
     FsspecStorage,
-    InvalidArgumentError,
     KeyConflictError,
     NotExistError,
     ObjectInfo,
     PermissionDeniedError,
     StorageIOError,
+    UnsupportedError,
 )
 from objstore.testing import Capabilities, StorageSuite, conformance_settings
 from tests.conftest import FSSPEC_FILESYSTEMS, StorageFactory, fresh_memory_fs
@@ -53,11 +53,23 @@ class TestConformance(StorageSuite):
 
 def test_declares_what_it_cannot_do(storage: FsspecStorage) -> None:
     assert Capabilities.of(storage, tree=True) == Capabilities(
-        tree=True, path_keys=True, dot_segments=False, conditional_writes=False
+        tree=True,
+        path_keys=True,
+        dot_segments=False,
+        conditional_writes=False,
+        metadata=False,
+        listed_metadata=False,
     )
-    with pytest.raises(InvalidArgumentError, match="conditionally"):
+    with pytest.raises(UnsupportedError, match="conditionally"):
         storage.write("a", b"x", if_none_match=True)
+    with pytest.raises(UnsupportedError, match="content type or metadata"):
+        storage.write("a", b"x", content_type="text/plain")
+    with pytest.raises(UnsupportedError, match="content type or metadata"):
+        storage.write("a", b"x", metadata={"k": "v"})
     assert not storage.exists("a")
+    storage.write("a", b"x", content_type="application/octet-stream", metadata={})  # the defaults
+    info = storage.stat("a")
+    assert (info.content_type, info.metadata) == (None, None)
 
 
 def test_a_failing_source_stores_nothing(storage: FsspecStorage) -> None:

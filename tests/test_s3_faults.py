@@ -314,7 +314,8 @@ def test_another_clients_multipart_object_is_checked_by_its_full_object_checksum
     assert "-" in s3.stat("theirs").etag  # no MD5 of the whole: only the CRC32 can tell
     assert s3.read_bytes("theirs") == b"".join(parts)
     fault_proxy.plan(Rule(fault, method="GET"))
-    with pytest.raises(IntegrityError, match="digest"):
+    # read_bytes asks for a range: a cut that rewrote the length fails its Content-Range first
+    with pytest.raises(IntegrityError, match="digest" if fault is Fault.GARBLE else "digest|ranged read"):
         s3.read_bytes("theirs")
 
 

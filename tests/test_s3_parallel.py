@@ -26,35 +26,11 @@ from objstore import (
 from objstore.s3 import deadline as s3_deadline
 from tests.awsenv import isolate
 from tests.conftest import S3Endpoint
-from tests.faultproxy import Fault, FaultProxy, Rule
+from tests.faultproxy import Fault, FaultProxy, InFlight, Rule
 from tests.test_s3_faults import SourceFailed, chunks, pending_uploads
 
 PART = 5 << 20
 Factory = Callable[..., S3Storage]
-
-
-class InFlight:
-    """A proxy hook that counts the part uploads in flight, each held until ``target`` are
-    (or ``hold`` seconds pass), so that the maximum is exact, not a matter of timing."""
-
-    def __init__(self, target: int, hold: float = 3.0) -> None:
-        self.target = target
-        self.hold = hold
-        self.now = 0
-        self.most = 0
-        self.seen = 0
-        self.events: list[str] = []
-        self._changed = threading.Condition()
-
-    def __call__(self) -> None:
-        with self._changed:
-            self.now += 1
-            self.seen += 1
-            self.most = max(self.most, self.now)
-            self._changed.notify_all()
-            self._changed.wait_for(lambda: self.most >= self.target, timeout=self.hold)
-            self.now -= 1
-            self.events.append("part")
 
 
 def part_rule(hook: Callable[[], object]) -> Rule:
@@ -222,7 +198,7 @@ def test_a_source_that_raises_with_parts_in_flight_aborts_the_upload(
     with pytest.raises(type(error)):
         s3.write("big", source())
     assert in_flight.seen == 3 and in_flight.most == 3  # three parts were in flight at once
-    assert in_flight.events == ["part", "part", "part", "abort"]  # aborted once they had ended
+    assert in_flight.events == ["request", "request", "request", "abort"]  # aborted once they had ended
     assert pending_uploads(s3, s3_endpoint) == []
     assert not s3.exists("big")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -81,7 +82,24 @@ def iso_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1
+    )
+}
+_IMF_FIXDATE = re.compile(
+    r"[A-Z][a-z]{2}, ([0-9]{2}) ([A-Z][a-z]{2}) ([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT"
+)
+
+
 def http_time(value: str) -> datetime:
+    """An HTTP date (UTC); the usual form (``Mon, 30 Nov 2026 04:20:15 GMT``) without ``email``."""
+    found = _IMF_FIXDATE.fullmatch(value)
+    month = _MONTHS.get(found.group(2)) if found else None
+    if found and month:
+        day, _, year, hour, minute, second = found.groups()
+        return datetime(int(year), month, int(day), int(hour), int(minute), int(second), tzinfo=timezone.utc)
     parsed = parsedate_to_datetime(value)
     if parsed is None:
         raise ValueError(value)

@@ -158,6 +158,11 @@ class BodyCheck:
                 return cls(key, size, tag, _Checksum(make), value)
         return cls(key, size, tag)  # its length only
 
+    @property
+    def has_digest(self) -> bool:
+        """Whether the body is checked by more than its length."""
+        return self._digest is not None
+
     def update(self, data: memoryview) -> None:
         if self._digest is not None:
             self._digest.update(data)
@@ -230,6 +235,16 @@ class ObjectReader(io.RawIOBase):
         """The etag of the version read ("" if the range is empty and no answer named it)."""
         return self._etag
 
+    @property
+    def size(self) -> int:
+        """The size of the whole object (of the range's start if the range is past its end)."""
+        return self._size
+
+    @property
+    def end(self) -> int:
+        """Where the range ends in the object (cut to it)."""
+        return self._end
+
     @classmethod
     def open(
         cls,
@@ -263,9 +278,9 @@ class ObjectReader(io.RawIOBase):
                     raise
                 return cls(storage, key, None, start=start, end=start, size=start, etag=if_match or "")
             try:
-                return cls._first(storage, key, response, start, end)
+                return cls.of_answer(storage, key, response, start, end)
             except Failure:
-                _drop(response)
+                drop(response)
                 raise
 
         try:
@@ -276,7 +291,7 @@ class ObjectReader(io.RawIOBase):
             raise
 
     @classmethod
-    def _first(
+    def of_answer(
         cls, storage: S3Storage, key: str, response: urllib3.BaseHTTPResponse, start: int, end: int | None
     ) -> ObjectReader:
         """The reader of the first answer: a whole body (200) or a range of it (206)."""
@@ -366,7 +381,7 @@ class ObjectReader(io.RawIOBase):
         """Make the current answer's next byte the one at the position: read forward, or ask again."""
         gap = self._offset - self._response_at
         if self._response is not None and gap and not 0 < gap <= READ_FORWARD:
-            _drop(self._response)
+            drop(self._response)
             self._response = None
         if self._response is None:
             try:
@@ -399,7 +414,7 @@ class ObjectReader(io.RawIOBase):
     def _resume(self, failure: Failure) -> None:
         """After a failed answer: drop it, so the next read continues with a ranged GET (or raise)."""
         if self._response is not None:
-            _drop(self._response)
+            drop(self._response)
             self._response = None
         if not failure.retry or self._budget <= 0:
             raise failure.error from failure
@@ -412,7 +427,7 @@ class ObjectReader(io.RawIOBase):
         response = self._storage._request("GET", self._key, headers=headers, stream=True)
         expected = f"bytes {self._offset}-{last}/{self._size}"
         if response.status != 206 or response.headers.get("Content-Range") != expected:
-            _drop(response)
+            drop(response)
             raise integrity_failure(
                 self._key,
                 f"a ranged read got status {response.status} and range "
@@ -423,14 +438,15 @@ class ObjectReader(io.RawIOBase):
     def close(self) -> None:
         if not self.closed and self._response is not None:
             if self._response_at == self._response_end:
-                self._response.drain_conn()  # lets http.client see the end of the body
+                if not self._response.closed:  # http.client closes it at the end of the body
+                    self._response.drain_conn()  # lets http.client see the end of the body
                 self._response.release_conn()  # the connection can serve again
             else:
-                _drop(self._response)
+                drop(self._response)
         super().close()
 
 
-def _drop(response: urllib3.BaseHTTPResponse) -> None:
+def drop(response: urllib3.BaseHTTPResponse) -> None:
     """Close the response and its connection (unread bytes make it unusable)."""
     response.close()
     response.release_conn()

@@ -15,12 +15,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from .wire import Response
 
 
 class Alarm:
@@ -33,6 +34,10 @@ class Alarm:
         self.connection: _Watched | None = None
         self.done = False
         self.fired = False
+
+
+#: Disarmed alarms are dropped from the watchdog's heap once this many have piled up.
+_COMPACT = 1024
 
 
 class _Watchdog:
@@ -48,6 +53,7 @@ class _Watchdog:
         self._alarms: list[tuple[float, int, Alarm]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
+        self._disarmed = 0  # since the heap was last rid of disarmed alarms
 
     def arm(self, seconds: float) -> Alarm:
         alarm = Alarm(time.monotonic() + seconds)
@@ -81,6 +87,14 @@ class _Watchdog:
             if alarm.connection is not None and alarm.connection.alarm is alarm:
                 alarm.connection.alarm = None
             alarm.connection = None
+            # The watchdog sleeps until the first deadline, so disarmed alarms pile up
+            # behind it: drop them every _COMPACT disarms. The first deadline can only
+            # move later, so the sleeping watchdog needs no wake-up.
+            self._disarmed += 1
+            if self._disarmed >= _COMPACT:
+                self._disarmed = 0
+                self._alarms = [entry for entry in self._alarms if not entry[2].done]
+                heapq.heapify(self._alarms)
 
     def _run(self) -> None:
         with self._lock:
@@ -113,29 +127,63 @@ WATCHDOG = _Watchdog()
 _current = threading.local()
 
 
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[Alarm]:
+class _Deadline:
+    """The context of :func:`deadline` (a class: a generator-based one costs more per request)."""
+
+    __slots__ = ("_alarm", "_previous", "_seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    def __enter__(self) -> Alarm:
+        self._alarm = alarm = WATCHDOG.arm(self._seconds)
+        self._previous: Alarm | None = getattr(_current, "alarm", None)
+        _current.alarm = alarm
+        return alarm
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current.alarm = self._previous
+        WATCHDOG.disarm(self._alarm)
+
+
+def deadline(seconds: float) -> contextlib.AbstractContextManager[Alarm]:
     """Bound what runs inside to ``seconds``: requests started inside fail once it passes."""
-    alarm = WATCHDOG.arm(seconds)
-    previous = getattr(_current, "alarm", None)
-    _current.alarm = alarm
-    try:
-        yield alarm
-    finally:
-        _current.alarm = previous
-        WATCHDOG.disarm(alarm)
+    return _Deadline(seconds)
+
+
+#: A body of at most this many bytes goes out in one send with the request's head.
+SMALL_BODY = 64 << 10
 
 
 class _Watched:
-    """A connection that registers with the alarm of the request it carries."""
+    """A connection that registers with the alarm of the request it carries, and sends a
+    small body in the same ``send`` as the head (urllib3 sends them apart: one more
+    system call and one more TCP segment, with its wake-up of the server, per request).
+    Its answers' heads are read by :class:`objstore.s3.wire.Response`."""
 
+    response_class: Any = Response
     alarm: Alarm | None = None
+    _hold = False
+    _held: bytes | None = None
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
+    def request(self, method: str, url: str, body: Any = None, *args: Any, **kwargs: Any) -> None:
         alarm: Alarm | None = getattr(_current, "alarm", None)
         if alarm is not None:
             WATCHDOG.attach(alarm, self)
-        super().request(*args, **kwargs)  # type: ignore[misc]
+        self._hold = isinstance(body, bytes | bytearray) and 0 < len(body) <= SMALL_BODY
+        try:
+            super().request(method, url, body, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._hold, self._held = False, None
+
+    def send(self, data: Any) -> None:
+        """Send ``data``; while a small body is due, keep the head to send with it."""
+        if self._hold:
+            if self._held is None:
+                self._held = bytes(data)
+                return
+            data, self._hold, self._held = self._held + data, False, None
+        super().send(data)  # type: ignore[misc]
 
 
 class _Connection(_Watched, HTTPConnection):

@@ -33,6 +33,7 @@ import attrs
 import urllib3
 from minio import Minio
 
+from ..attributes import DEFAULT_ATTRIBUTES, Attributes
 from ..errors import (
     AlreadyExistsError,
     IntegrityError,
@@ -48,11 +49,14 @@ from ..errors import (
 from ..info import CleanupResult, CommonPrefix, ObjectInfo
 from ..keys import check_key
 from ..storage import Chunks, Storage
+from . import parallel
 from .answers import Answer, etag, header, http_time, iso_time, parsed_header
 from .body import CHUNK, PART_SIZE_HEADER, ObjectReader
 from .deadline import deadline, pool_manager
 from .failures import RAW_ERRORS, TRANSIENT_CODES, Failure, classify
+from .metadata import request_headers, response_attributes
 from .ranges import read_ranges
+from .request import Requests
 
 T = TypeVar("T")
 log = logging.getLogger("objstore")
@@ -101,11 +105,14 @@ class S3Storage(Storage):
     streamed read: each chunk of at most 1 MiB); ``retries`` is how many times a failed
     request is tried again, ``backoff`` the first pause between tries, in seconds.
     A multipart write keeps up to ``max_concurrency`` parts in flight, so it holds about
-    ``(max_concurrency + 1) * part_size`` bytes.
+    ``(max_concurrency + 1) * part_size`` bytes; ``read_bytes`` and ``download`` read
+    ranges of ``part_size`` bytes, up to ``max_concurrency`` at once, of one version.
 
     A store pickles as its settings, credentials included; each process makes its own
     client and connections.
     """
+
+    lists_metadata = False  # S3's listing answers do not carry them
 
     def __init__(
         self,
@@ -155,7 +162,9 @@ class S3Storage(Storage):
         return f"S3Storage({self.endpoint!r}, {self.bucket!r})"
 
     #: What belongs to one process: never pickled, made anew on the other side.
-    _PROCESS_LOCAL = ("_client_pid", "_client_lock", "_minio")
+    _PROCESS_LOCAL = ("_client_pid", "_client_lock", "_minio", "_requests")
+    #: The lean request path of this process's client (made on the first request).
+    _requests: Requests | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         """The store's settings, credentials included; not this process's client or lock."""
@@ -216,14 +225,12 @@ class S3Storage(Storage):
         query: dict[str, str] | None = None,
         stream: bool = False,
     ) -> urllib3.BaseHTTPResponse:
-        return self._client._execute(
-            method,
-            self.bucket,
-            key,
-            body=body,  # type: ignore[arg-type]
-            headers=dict(headers or {}),
-            query_params=dict(query or {}),
-            preload_content=not stream,
+        client = self._client
+        requests = self._requests
+        if requests is None or requests.client is not client:
+            requests = self._requests = Requests(client)
+        return requests.send(
+            method, self.bucket, key, body=body, headers=headers, query=query, preload_content=not stream
         )
 
     def _attempt(self, key: str, call: Callable[[], T]) -> T:
@@ -312,10 +319,17 @@ class S3Storage(Storage):
     # -- writing ---------------------------------------------------------------
 
     def _write(
-        self, key: str, chunks: Chunks, *, persist: bool, if_none_match: bool, if_match: str | None
+        self,
+        key: str,
+        chunks: Chunks,
+        *,
+        persist: bool,
+        if_none_match: bool,
+        if_match: str | None,
+        attributes: Attributes = DEFAULT_ATTRIBUTES,
     ) -> str:
         condition = _Condition(if_none_match, if_match) if if_none_match or if_match is not None else None
-        headers = {"Content-Type": "application/octet-stream"}
+        headers = request_headers(attributes)
         if condition is not None:
             headers[WRITE_ID_HEADER] = condition.write_id
         parts = self._parts(chunks)
@@ -481,7 +495,10 @@ class S3Storage(Storage):
     # -- reading ---------------------------------------------------------------
 
     def _read(self, key: str, start: int, end: int | None) -> BinaryIO:
-        reader = ObjectReader.open(self, key, start, end)
+        return self._read_version(key, start, end, None)
+
+    def _read_version(self, key: str, start: int, end: int | None, etag: str | None) -> BinaryIO:
+        reader = ObjectReader.open(self, key, start, end, if_match=etag)
         return cast(BinaryIO, io.BufferedReader(reader, buffer_size=CHUNK))
 
     def _read_ranges(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes]:
@@ -489,8 +506,14 @@ class S3Storage(Storage):
         return read_ranges(self, key, ranges)
 
     def read_bytes(self, key: str) -> bytes:
-        """The whole object; a body that fails its check, or changes while read, is read again."""
+        """The whole object; a body that fails its check, or changes while read, is read again.
+
+        With ``max_concurrency`` over 1, ranges of ``part_size`` bytes are read in parallel
+        (``objstore.s3.parallel``); an object that fits in one is read by one GET.
+        """
         key = self.check_key(key)
+        if self.max_concurrency > 1:
+            return parallel.read_bytes(self, key)
         for last in self._tries():
             reader = ObjectReader.open(self, key)
             try:
@@ -502,14 +525,22 @@ class S3Storage(Storage):
                 reader.close()
         raise AssertionError("unreachable")
 
+    def _download(self, key: str, fd: int) -> ObjectInfo:
+        """With ``max_concurrency`` over 1, ranged GETs in parallel written at their offsets;
+        else one streamed GET."""
+        return parallel.download(self, key, fd)
+
     def _head(self, key: str) -> tuple[ObjectInfo, str | None]:
         """The object's info and the identifier of the conditional write that stored it."""
         response = self._request("HEAD", key)
+        attributes = response_attributes(response.headers)
         info = ObjectInfo(
             key=key,
             size=parsed_header(key, response, "Content-Length", int),
             last_modified=parsed_header(key, response, "Last-Modified", http_time),
             etag=etag(header(key, response, "ETag")),
+            content_type=attributes.content_type,
+            metadata=attributes.metadata,
         )
         return info, response.headers.get(WRITE_ID_HEADER)
 

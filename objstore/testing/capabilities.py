@@ -32,12 +32,18 @@ class Capabilities:
     - ``conditional_writes``: ``if_none_match`` and ``if_match`` are honoured atomically.
       Without it, the suite requires them refused with ``InvalidArgumentError`` and skips
       the create-only and compare-and-swap checks.
+    - ``metadata``: writes keep a content type and user metadata, and ``stat`` tells
+      them. Without it, the suite requires them refused with ``UnsupportedError`` and
+      infos to carry None for them.
+    - ``listed_metadata``: ``list`` infos carry them too. Without it, they carry None.
     """
 
     tree: bool = False
     path_keys: bool = False
     dot_segments: bool = True
     conditional_writes: bool = True
+    metadata: bool = True
+    listed_metadata: bool = True
 
     @classmethod
     def of(cls, storage: Storage, *, tree: bool = False) -> Capabilities:
@@ -50,13 +56,20 @@ class Capabilities:
             path_keys=not _accepts(storage, "a//b"),
             dot_segments=_accepts(storage, "a/./b"),
             conditional_writes=storage.supports_conditional_writes,
+            metadata=storage.supports_metadata,
+            listed_metadata=storage.supports_metadata and storage.lists_metadata,
         )
 
     def skipped(self) -> list[str]:
         """The checks that these capabilities turn off, as sentences."""
-        if self.conditional_writes:
-            return []
-        return [
-            "create-only writes (if_none_match) and compare-and-swap (if_match): "
-            "supports_conditional_writes is False, so only their refusal is checked"
-        ]
+        skipped = []
+        if not self.conditional_writes:
+            skipped.append(
+                "create-only writes (if_none_match) and compare-and-swap (if_match): "
+                "supports_conditional_writes is False, so only their refusal is checked"
+            )
+        if not self.metadata:
+            skipped.append(
+                "content types and metadata: supports_metadata is False, so only their refusal is checked"
+            )
+        return skipped

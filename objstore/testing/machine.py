@@ -19,14 +19,17 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from ..attributes import DEFAULT_ATTRIBUTES, Attributes
 from ..errors import (
     AlreadyExistsError,
     InvalidArgumentError,
     InvalidKeyError,
     KeyConflictError,
     NotExistError,
+    ObjectChangedError,
     PreconditionFailedError,
     SizeMismatchError,
+    UnsupportedError,
 )
 from ..info import CommonPrefix, ObjectInfo
 from ..storage import Storage
@@ -41,6 +44,34 @@ SEGMENT = st.text(alphabet="ab0-. é%+~日", min_size=1, max_size=3).filter(lamb
 PATH_KEYS = st.lists(SEGMENT, min_size=1, max_size=3).map("/".join)
 FLAT_KEYS = st.text(alphabet="ab0-./ é%+", min_size=1, max_size=6)
 DATA = st.binary(max_size=64)
+#: What a write may store besides its bytes, as (content_type, metadata) arguments.
+ATTRIBUTES = st.tuples(
+    st.sampled_from([None, "text/plain", "application/json; charset=utf-8"]),
+    st.none()
+    | st.dictionaries(
+        st.sampled_from(["a", "run-id", "x.y"]),
+        st.text(alphabet="aZ0 =/-", max_size=5).filter(lambda value: value == value.strip()),
+        max_size=3,
+    ),
+)
+#: (content_type, metadata) arguments every backend refuses with ``InvalidArgumentError``.
+BAD_ATTRIBUTES: list[tuple[object, object]] = [
+    ("", None),
+    (" text/plain", None),
+    ("text/plain\n", None),
+    ("t" * 257, None),
+    (b"text/plain", None),
+    (None, {"A": "upper case"}),
+    (None, {"under_score": "x"}),
+    (None, {"objstore-write": "reserved"}),
+    (None, {"k": "line\nbreak"}),
+    (None, {"k": "é"}),
+    (None, {"k": " padded"}),
+    (None, {"k": 1}),
+    (None, [("k", "v")]),
+    (None, {"k": "v" * 2048}),
+    (None, {f"k{i}": "" for i in range(129)}),
+]
 
 DOT_SEGMENT = re.compile(r"(?:^|/)\.\.?(?:/|$)")
 
@@ -114,8 +145,15 @@ class StoreComparison(RuleBasedStateMachine):
         self.stale_etags: list[str] = ["0-0-0", "d41d8cd98f00b204e9800998ecf8427e"]
 
     def expect_write(
-        self, key: str, *, create: bool = False, etag: str | None = None
+        self,
+        key: str,
+        *,
+        create: bool = False,
+        etag: str | None = None,
+        attributes: Attributes = DEFAULT_ATTRIBUTES,
     ) -> type[Exception] | None:
+        if not (attributes.is_default or self.capabilities.metadata):
+            return UnsupportedError
         if (create or etag is not None) and not self.capabilities.conditional_writes:
             return InvalidArgumentError
         if self.model.conflicts(key):
@@ -129,11 +167,25 @@ class StoreComparison(RuleBasedStateMachine):
                 return PreconditionFailedError
         return None
 
-    def store(self, key: str, data: bytes, etag: str) -> None:
+    def store(self, key: str, data: bytes, etag: str, attributes: Attributes = DEFAULT_ATTRIBUTES) -> None:
         if key in self.model.etags:
             self.stale_etags.append(self.model.etags[key])
         self.model.objects[key] = data
         self.model.etags[key] = etag
+        self.model.attributes[key] = attributes
+
+    def expected_info(self, key: str, info: ObjectInfo, *, listed: bool = False) -> ObjectInfo:
+        """The info the store must give for ``key`` (its time taken from ``info``)."""
+        attributes = self.model.attributes[key]
+        told = self.capabilities.listed_metadata if listed else self.capabilities.metadata
+        return ObjectInfo(
+            key,
+            len(self.model.objects[key]),
+            info.last_modified,
+            self.model.etags[key],
+            attributes.content_type if told else None,
+            attributes.metadata if told else None,
+        )
 
     def attempt_write(
         self, key: str, data: object, expected: type[Exception] | None, **options: object
@@ -147,12 +199,39 @@ class StoreComparison(RuleBasedStateMachine):
             self.storage.write(key, data, **options)  # type: ignore[arg-type]
         return ""
 
-    @rule(key=KEYS, data=DATA, kind=st.sampled_from(["bytes", "file", "chunks"]), persist=st.booleans())
-    def write(self, key: str, data: bytes, kind: str, persist: bool) -> None:
-        expected = self.expect_write(key)
-        etag = self.attempt_write(key, data_source(kind, data), expected, persist=persist)
+    @rule(
+        key=KEYS,
+        data=DATA,
+        kind=st.sampled_from(["bytes", "file", "chunks"]),
+        persist=st.booleans(),
+        given=ATTRIBUTES,
+    )
+    def write(
+        self, key: str, data: bytes, kind: str, persist: bool, given: tuple[str | None, dict[str, str] | None]
+    ) -> None:
+        content_type, metadata = given
+        attributes = Attributes.checked(content_type, metadata)
+        expected = self.expect_write(key, attributes=attributes)
+        etag = self.attempt_write(
+            key,
+            data_source(kind, data),
+            expected,
+            persist=persist,
+            content_type=content_type,
+            metadata=metadata,
+        )
         if expected is None:
-            self.store(key, data, etag)
+            self.store(key, data, etag, attributes)
+
+    @rule(key=KEYS, bad=st.sampled_from(BAD_ATTRIBUTES))
+    def bad_attributes(self, key: str, bad: tuple[object, object]) -> None:
+        """Attributes against the rules are refused, naming the value; nothing changes."""
+        content_type, metadata = bad
+        with raises(InvalidArgumentError) as caught:
+            self.storage.write(key, b"x", content_type=content_type, metadata=metadata)  # type: ignore[arg-type]
+        assert not isinstance(caught[0], UnsupportedError)
+        if key in self.model.objects:
+            assert self.storage.stat(key).etag == self.model.etags[key]
 
     @rule(key=KEYS, data=DATA, cut=st.integers(0, 70), kind=st.sampled_from(["bytes", "file", "chunks"]))
     def write_sized(self, key: str, data: bytes, cut: int, kind: str) -> None:
@@ -165,12 +244,13 @@ class StoreComparison(RuleBasedStateMachine):
         if expected is None:
             self.store(key, data[:cut], etag)
 
-    @rule(key=KEYS, data=DATA)
-    def create(self, key: str, data: bytes) -> None:
-        expected = self.expect_write(key, create=True)
-        etag = self.attempt_write(key, data, expected, if_none_match=True)
+    @rule(key=KEYS, data=DATA, content_type=ATTRIBUTES.map(lambda given: given[0]))
+    def create(self, key: str, data: bytes, content_type: str | None) -> None:
+        attributes = Attributes.checked(content_type, None)
+        expected = self.expect_write(key, create=True, attributes=attributes)
+        etag = self.attempt_write(key, data, expected, if_none_match=True, content_type=content_type)
         if expected is None:
-            self.store(key, data, etag)
+            self.store(key, data, etag, attributes)
 
     @rule(key=KEYS, data=DATA, stale=st.booleans(), pick=st.integers(0, 1000))
     def replace(self, key: str, data: bytes, stale: bool, pick: int) -> None:
@@ -186,15 +266,13 @@ class StoreComparison(RuleBasedStateMachine):
     @rule(key=KEYS)
     def delete(self, key: str) -> None:
         self.storage.delete(key)
-        self.model.objects.pop(key, None)
-        self.model.etags.pop(key, None)
+        self.model.remove(key)
 
     @rule(keys=st.lists(KEYS, max_size=4))
     def delete_many(self, keys: list[str]) -> None:
         self.storage.delete_many(keys)
         for key in keys:
-            self.model.objects.pop(key, None)
-            self.model.etags.pop(key, None)
+            self.model.remove(key)
 
     @rule(src=KEYS, dst=KEYS, pick=st.none() | st.integers(0, 1000), to_itself=st.booleans())
     def copy(self, src: str, dst: str, pick: int | None, to_itself: bool) -> None:
@@ -212,23 +290,31 @@ class StoreComparison(RuleBasedStateMachine):
             with raises(KeyConflictError):
                 self.storage.copy(src, dst)
         else:
-            self.store(dst, self.model.objects[src], self.storage.copy(src, dst))
+            etag = self.storage.copy(src, dst)
+            self.store(dst, self.model.objects[src], etag, self.model.attributes[src])
 
-    @rule(key=KEYS)
-    def read(self, key: str) -> None:
+    @rule(key=KEYS, pick=st.integers(0, 1000))
+    def read(self, key: str, pick: int) -> None:
+        """Read ``key`` whole, pinned to its version and to another one (with ``if_match``), and stat it."""
+        other = self.stale_etags[pick % len(self.stale_etags)]
         if key not in self.model.objects:
             with raises(NotExistError):
                 self.storage.read(key)
+            with raises(NotExistError):
+                self.storage.read(key, if_match=other)
             assert not self.storage.exists(key)
             with raises(NotExistError):
                 self.storage.stat(key)
             return
         with self.storage.read(key) as stream:
             assert stream.read() == self.model.objects[key]
+        with self.storage.read(key, start=1, if_match=self.model.etags[key]) as stream:
+            assert stream.read() == self.model.objects[key][1:]
+        if other != self.model.etags[key]:
+            with raises(ObjectChangedError):
+                self.storage.read_range(key, 0, 1, if_match=other)
         info = self.storage.stat(key)
-        assert info == ObjectInfo(
-            key, len(self.model.objects[key]), info.last_modified, self.model.etags[key]
-        )
+        assert info == self.expected_info(key, info)
         assert info.last_modified.tzinfo == timezone.utc
         assert self.storage.exists(key)
 
@@ -269,8 +355,7 @@ class StoreComparison(RuleBasedStateMachine):
         assert fold_keys(keys) == expected
         for entry in got:
             if isinstance(entry, ObjectInfo):
-                assert entry.size == len(self.model.objects[entry.key])
-                assert entry.etag == self.model.etags[entry.key]
+                assert entry == self.expected_info(entry.key, entry, listed=True)
 
     @rule(
         key=st.sampled_from(BAD_KEYS_ALL),

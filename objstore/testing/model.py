@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import attrs
 
+from ..attributes import Attributes
+
 
 @attrs.define
 class StoreModel:
@@ -12,6 +14,13 @@ class StoreModel:
     tree: bool
     objects: dict[str, bytes] = attrs.field(factory=dict)
     etags: dict[str, str] = attrs.field(factory=dict)
+    attributes: dict[str, Attributes] = attrs.field(factory=dict)
+
+    def remove(self, key: str) -> None:
+        """Forget the object ``key``, if any."""
+        self.objects.pop(key, None)
+        self.etags.pop(key, None)
+        self.attributes.pop(key, None)
 
     def conflicts(self, key: str) -> bool:
         """Whether writing ``key`` collides with the posix tree."""
