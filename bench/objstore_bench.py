@@ -221,7 +221,11 @@ def report(row: Row) -> Row:
     return row
 
 
-def print_table(rows: list[Row]) -> None:
+#: How the ratios of this file's table read.
+LEGEND = "ratio = baseline time / objstore time (higher is better); the S3 ratios are informative."
+
+
+def print_table(rows: list[Row], legend: str = LEGEND) -> None:
     header = ("measurement", "ours", "baseline", "ratio", "target", "result")
     lines = [
         (
@@ -245,7 +249,7 @@ def print_table(rows: list[Row]) -> None:
     missed = [r.name for r in rows if r.passed is False]
     met = sum(r.passed is True for r in rows)
     print(f"{met} targets met, {len(missed)} missed" + (f": {'; '.join(missed)}" if missed else ""))
-    print("ratio = baseline time / objstore time (higher is better); the S3 ratios are informative.")
+    print(legend)
 
 
 # -- posix: objects ----------------------------------------------------------------

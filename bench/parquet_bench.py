@@ -248,10 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     print(f"parquet benchmark ({'quick' if args.quick else 'full'})", flush=True)
     rows, result = run(QUICK if args.quick else FULL)
-    print_table(rows)
-    print(
-        "here ratio = objstore / pyarrow (lower is better), from a single run; times are informative. "
-        f"Bytes ratio {format_ratio(result['bytes_ratio'])}."
+    print_table(
+        rows,
+        "ratio = objstore / pyarrow (lower is better), from a single run; times are informative. "
+        f"Bytes ratio {format_ratio(result['bytes_ratio'])}.",
     )
     print(f"total time {time.perf_counter() - started:.0f} s")
     print("RESULT " + json.dumps(result), flush=True)

@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="objstore-transfer-", dir=args.dir) as folder:
         rows, requests = run(plan, folder)
-    print_table(rows)
+    print_table(rows, "ratio = time one at a time / time in parallel (higher is better).")
     print(f"the proxies relayed {requests} requests")
     print(f"total time {time.perf_counter() - started:.0f} s")
     return 0

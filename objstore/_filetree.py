@@ -341,9 +341,9 @@ def _store_attributes(key: str, fd: int, attributes: Attributes, where: str) -> 
         raise _os_error(key, exc) from exc
 
 
-def _load_attributes(key: str, fd: int) -> Attributes:
+def _load_attributes(key: str, fd: int, st: os.stat_result) -> Attributes:
     try:
-        return _xattrs.load(key, fd)
+        return _xattrs.load(key, fd, st)
     except OSError as exc:
         if isinstance(exc, ObjstoreError):
             raise
@@ -915,14 +915,14 @@ class FileTreeStorage(Storage):
     def _stat(self, key: str) -> ObjectInfo:
         fd, st = self._open_file(key)
         try:
-            return _info(key, st, _load_attributes(key, fd))
+            return _info(key, st, _load_attributes(key, fd, st))
         finally:
             os.close(fd)
 
     def _copy(self, src: str, dst: str) -> str:
         fd, st = self._open_file(src)  # one version: its bytes and attributes
         with _ObjectFile(src, fd, 0, st.st_size) as source:
-            attributes = _load_attributes(src, fd)
+            attributes = _load_attributes(src, fd, st)
             chunks = iter_chunks(dst, cast(BinaryIO, source), st.st_size)
             return self._write(
                 dst, chunks, persist=False, if_none_match=False, if_match=None, attributes=attributes
@@ -1040,6 +1040,14 @@ class FileTreeStorage(Storage):
 def _describe(dir_fd: int, name: str, key: str) -> ObjectInfo | None:
     """The listed object's info, or None if it is gone or no longer a file."""
     try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    if not _xattrs.marked(st):
+        return _info(key, st, DEFAULT_ATTRIBUTES)
+    try:  # its attributes, from the same version as its stat
         fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
     except (FileNotFoundError, NotADirectoryError):
         return None
@@ -1049,7 +1057,7 @@ def _describe(dir_fd: int, name: str, key: str) -> ObjectInfo | None:
         raise _os_error(key, exc) from exc
     try:
         st = os.fstat(fd)
-        return _info(key, st, _load_attributes(key, fd)) if stat.S_ISREG(st.st_mode) else None
+        return _info(key, st, _load_attributes(key, fd, st)) if stat.S_ISREG(st.st_mode) else None
     finally:
         os.close(fd)
 

@@ -1,8 +1,10 @@
 """An object file's content type and metadata, kept in one extended attribute of the file.
 
 The attribute is set on the temporary file before it is renamed into place, so the
-attributes and the bytes of a version appear together. A file without it has the
-default attributes. The value is the content type, then one ``key=value`` line per
+attributes and the bytes of a version appear together. A file that has it is marked
+with the sticky bit (which Linux ignores on regular files), so that a listing, which
+stats every file anyway, reads the attribute only of the files that have one; a file
+without the mark has the default attributes. The value is the content type, then one ``key=value`` line per
 metadata entry (the rules of :mod:`objstore.attributes` keep "=" out of keys and line
 breaks out of both).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 from .attributes import DEFAULT_ATTRIBUTES, Attributes, Metadata
 from .errors import StorageIOError, UnsupportedError
@@ -49,6 +52,7 @@ def store(fd: int, attributes: Attributes, where: str) -> None:
         raise UnsupportedError(f"{where} cannot keep a content type or metadata: no extended attributes here")
     try:
         os.setxattr(fd, NAME, encode(attributes))
+        os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | stat.S_ISVTX)
     except OSError as exc:
         if exc.errno in _UNSUPPORTED:
             raise UnsupportedError(
@@ -58,9 +62,14 @@ def store(fd: int, attributes: Attributes, where: str) -> None:
         raise
 
 
-def load(key: str, fd: int) -> Attributes:
-    """The attributes of the open object file ``fd``."""
-    if not AVAILABLE:
+def marked(st: os.stat_result) -> bool:
+    """Whether the file whose stat is ``st`` has attributes of its own."""
+    return bool(st.st_mode & stat.S_ISVTX)
+
+
+def load(key: str, fd: int, st: os.stat_result) -> Attributes:
+    """The attributes of the open object file ``fd``, whose stat is ``st``."""
+    if not (AVAILABLE and marked(st)):
         return DEFAULT_ATTRIBUTES
     try:
         raw = os.getxattr(fd, NAME)

@@ -83,6 +83,8 @@ class Attributes:
     def checked(cls, content_type: object, metadata: object) -> Attributes:
         """The attributes of ``write(content_type=..., metadata=...)``; ``InvalidArgumentError``
         naming the offending value if S3's rules refuse them (None gives the default)."""
+        if content_type is None and metadata is None:
+            return DEFAULT_ATTRIBUTES
         return cls(
             DEFAULT_CONTENT_TYPE if content_type is None else _checked_content_type(content_type),
             Metadata() if metadata is None else _checked_metadata(metadata),
