@@ -1,12 +1,7 @@
 """runstore: the data layer of a CI run service, built on objstore."""
 
-from .caches import (
-    CacheGroup,
-    CacheStore,
-    RestoredCache,
-    cache_group_for_direct_run,
-    cache_group_for_project,
-)
+from .cache_groups import CacheGroup, cache_group_for_direct_run, cache_group_for_project
+from .caches import CacheStore, RestoredCache
 from .errors import InvalidIdError, RunstoreError
 from .sharing import CollectReport
 from .store import RunStore

@@ -7,15 +7,22 @@ import logging
 import signal
 import sys
 import threading
+from datetime import timedelta
 
 from objstore import PosixStorage
 
 from .service.errors import LeaseHeldError
+from .service.http import listen_address
 
 
-def _listen(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return host or "127.0.0.1", int(port)
+def _seconds(text: str) -> timedelta:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return timedelta(seconds=seconds)
 
 
 def _wait_for_signal() -> None:
@@ -29,8 +36,8 @@ def runservice(args: argparse.Namespace) -> int:
     from .service.api import serve
     from .service.runservice import RunService
 
-    service = RunService(PosixStorage(args.store))
-    host, port = _listen(args.listen)
+    service = RunService(PosixStorage(args.store), executor_timeout=args.executor_timeout)
+    host, port = args.listen
     try:
         server = serve(service, host, port, wait_for_lease=args.wait)
     except LeaseHeldError as exc:
@@ -44,22 +51,43 @@ def runservice(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .service import executor
+
     parser = argparse.ArgumentParser(prog="python -m runstore")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo_parser = commands.add_parser("demo", help="run a pipeline, restart it, delete both runs")
     demo_parser.add_argument(
         "--store", default="./runstore-data", help="store folder (default ./runstore-data)"
     )
     service_parser = commands.add_parser("runservice", help="serve the runservice over a posix store")
     service_parser.add_argument("--store", default="./runstore-data")
-    service_parser.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT (port 0: a free one)")
+    service_parser.add_argument(
+        "--listen",
+        type=listen_address,
+        default=("127.0.0.1", 8000),
+        metavar="HOST:PORT",
+        help="where to listen (127.0.0.1:8000; port 0: a free one)",
+    )
     service_parser.add_argument(
         "--no-wait",
         dest="wait",
         action="store_false",
         help="exit at once if another runservice owns the store",
     )
+    service_parser.add_argument(
+        "--executor-timeout",
+        type=_seconds,
+        default=timedelta(seconds=30),
+        metavar="SECONDS",
+        help="how long an executor may stay silent before it is gone (30)",
+    )
+    executor_parser = commands.add_parser(
+        "executor", help="run an executor: the tasks a runservice assigns it"
+    )
+    executor.add_arguments(executor_parser)
     args = parser.parse_args(argv)
+    if args.command == "executor":
+        return executor.run(args)
     level = logging.INFO if args.command == "runservice" else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     if args.command == "runservice":

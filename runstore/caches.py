@@ -9,36 +9,10 @@ import attrs
 
 from objstore import AlreadyExistsError, Data, NotExistError, ObjectInfo, Storage
 
+from .cache_groups import CacheGroup, check_cache_key
 from .errors import InvalidIdError
-from .ids import check_id
 
-MAX_CACHE_KEY_LENGTH = 200
 _SUFFIX = ".tar"
-
-
-@attrs.frozen
-class CacheGroup:
-    """Whose runs share caches; ``path`` is its place under ``caches/``."""
-
-    path: str
-
-    @classmethod
-    def named(cls, name: str) -> CacheGroup:
-        """An explicit group that several projects may share."""
-        return cls(f"groups/{check_id('cache group', name)}")
-
-
-def cache_group_for_project(project_id: str) -> CacheGroup:
-    """The group every run of a project shares."""
-    return CacheGroup(f"projects/{check_id('project id', project_id)}")
-
-
-def cache_group_for_direct_run(user_id: str, repo_uuid: str) -> CacheGroup:
-    """The group of a user's direct runs from one local repository.
-
-    Direct runs from different repositories never share caches.
-    """
-    return CacheGroup(f"users/{check_id('user id', user_id)}/repos/{check_id('repository uuid', repo_uuid)}")
 
 
 @attrs.frozen
@@ -52,17 +26,40 @@ class RestoredCache:
 class CacheStore:
     """The caches of one group, as ``caches/<group>/<key>.tar`` objects.
 
+    The group's caches are exactly the objects directly in its folder: keys have no "/",
+    and every listing stays in that folder, so no key or prefix reaches another group.
     A cache's age counts from its creation: caches are written once and never touched
     by a restore.
     """
 
     def __init__(self, storage: Storage, group: CacheGroup) -> None:
+        if not isinstance(group, CacheGroup):
+            raise InvalidIdError("cache group", group, "a cache group is a CacheGroup")
         self._storage = storage
         self.group = group
         self._prefix = f"caches/{group.path}/"
 
     def _object_key(self, key: str) -> str:
-        return self._prefix + check_id("cache key", key, MAX_CACHE_KEY_LENGTH) + _SUFFIX
+        return self._prefix + check_cache_key(key) + _SUFFIX
+
+    def _key_of(self, object_key: str) -> str | None:
+        """The cache key of an object of the group's folder; None if it is no cache."""
+        if not (object_key.startswith(self._prefix) and object_key.endswith(_SUFFIX)):
+            return None
+        try:
+            return check_cache_key(object_key[len(self._prefix) : -len(_SUFFIX)])
+        except InvalidIdError:
+            return None
+
+    def _caches(self, prefix: str = "") -> list[tuple[str, ObjectInfo]]:
+        """The group's caches whose key starts with ``prefix``: (key, info), in key order."""
+        found = []
+        for entry in self._storage.list(self._prefix + prefix, recursive=False):
+            if isinstance(entry, ObjectInfo):
+                key = self._key_of(entry.key)
+                if key is not None and key.startswith(prefix):  # the object of "deps" matches "deps.t"
+                    found.append((key, entry))
+        return found
 
     def save(self, key: str, data: Data) -> bool:
         """Store a cache unless one with ``key`` exists; whether this call stored it."""
@@ -78,8 +75,8 @@ class CacheStore:
     def restore(self, keys: list[str]) -> RestoredCache | None:
         """Open the first cache that matches one of ``keys``, in order.
 
-        For each key, an exact match wins, else the newest cache whose key starts with
-        it. None if nothing matches.
+        For each key, an exact match wins, else the newest of the group's caches whose
+        key starts with it. None if nothing matches.
         """
         for key in keys:
             object_key = self._object_key(key)
@@ -87,17 +84,15 @@ class CacheStore:
                 return RestoredCache(key, self._storage.read(object_key))
             except NotExistError:
                 pass
-            candidates = [
-                entry
-                for entry in self._storage.list(object_key[: -len(_SUFFIX)])
-                if isinstance(entry, ObjectInfo) and entry.key.endswith(_SUFFIX)
-            ]
-            for info in sorted(candidates, key=lambda info: (info.last_modified, info.key), reverse=True):
+            newest_first = sorted(
+                self._caches(key), key=lambda found: (found[1].last_modified, found[0]), reverse=True
+            )
+            for found_key, info in newest_first:
                 try:
                     stream = self._storage.read(info.key)
                 except NotExistError:
                     continue  # expired meanwhile
-                return RestoredCache(info.key[len(self._prefix) : -len(_SUFFIX)], stream)
+                return RestoredCache(found_key, stream)
         return None
 
     def delete(self, key: str) -> None:
@@ -105,22 +100,19 @@ class CacheStore:
         self._storage.delete(self._object_key(key))
 
     def keys(self) -> list[str]:
-        """The keys of the group's caches, in order."""
-        return [
-            entry[len(self._prefix) : -len(_SUFFIX)]
-            for entry in self._storage.list_keys(self._prefix, recursive=False)
-            if isinstance(entry, str) and entry.endswith(_SUFFIX)
-        ]
+        """The keys of the group's caches, sorted."""
+        keys = []
+        for entry in self._storage.list_keys(self._prefix, recursive=False):
+            key = self._key_of(entry) if isinstance(entry, str) else None
+            if key is not None:
+                keys.append(key)
+        return sorted(keys)
 
     def expire(self, older_than: timedelta) -> int:
         """Delete the caches created more than ``older_than`` ago; how many."""
         if older_than < timedelta(0):
             raise InvalidIdError("age", older_than, "an age is not negative")
         limit = datetime.now(timezone.utc) - older_than
-        old = [
-            entry.key
-            for entry in self._storage.list(self._prefix, recursive=False)
-            if isinstance(entry, ObjectInfo) and entry.key.endswith(_SUFFIX) and entry.last_modified < limit
-        ]
+        old = [info.key for _, info in self._caches() if info.last_modified < limit]
         self._storage.delete_many(old)
         return len(old)

@@ -8,7 +8,8 @@ from typing import BinaryIO
 
 from objstore import AlreadyExistsError, CommonPrefix, Data, Storage
 
-from .caches import CacheGroup, CacheStore
+from .cache_groups import CacheGroup
+from .caches import CacheStore
 from .ids import check_archive_step, check_id, check_step
 from .sharing import CollectReport, SharedArea, Steps, run_steps
 

@@ -625,7 +625,7 @@ def start_deep_writer(storage: FileTreeStorage, writer: int, count: int = 0) -> 
     )
 
 
-def crash_deep_writers(storage: FileTreeStorage, root: Path, writers: int = 3, rounds: int = 8) -> list[str]:
+def crash_deep_writers(storage: FileTreeStorage, root: Path, writers: int = 3, rounds: int = 30) -> list[str]:
     """Kill writers of deep keys mid-write until both kinds of leftovers are there (at most
     ``rounds`` rounds); the keys the killed writers reported as kept."""
     kept: list[str] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -70,7 +71,8 @@ def runservice(tmp_path: Path) -> Iterator[Service]:
 
 def start_executor(runservice: Service, folder: Path, limit: int = 2) -> Service:
     return start(
-        "runstore.service.executor",
+        "runstore",
+        "executor",
         "--runservice",
         runservice.url,
         "--data",
@@ -110,14 +112,35 @@ def executor_tasks(client: ServiceClient) -> dict[str, ExecutorTask]:
     }
 
 
-def test_killed_and_deleted_executor_fails_its_task(runservice: Service, tmp_path: Path) -> None:
+def test_killed_and_deleted_executor_fails_its_task(tmp_path: Path) -> None:
+    runservice = start(
+        "runstore",
+        "runservice",
+        "--store",
+        str(tmp_path / "store"),
+        "--listen",
+        "127.0.0.1:0",
+        "--executor-timeout",
+        "2",  # the fetcher gives the killed executor's logs up after 2 s, not 30
+    )
+    try:
+        _killed_and_deleted_executor_fails_its_task(runservice, tmp_path)
+    finally:
+        runservice.stop()
+
+
+def _killed_and_deleted_executor_fails_its_task(runservice: Service, tmp_path: Path) -> None:
     client = ServiceClient(runservice.url)
     executor = start_executor(runservice, tmp_path / "executor")
+    step_pid = tmp_path / "step.pid"
     config = RunConfig(
         [
             TaskConfig(
                 "slow",
-                [Step(StepKind.RUN, command="echo started; sleep 60"), Step(StepKind.RUN, command="true")],
+                [
+                    Step(StepKind.RUN, command=f"echo $$ > {step_pid}; echo started; sleep 60"),
+                    Step(StepKind.RUN, command="true"),
+                ],
             )
         ]
     )
@@ -133,6 +156,8 @@ def test_killed_and_deleted_executor_fails_its_task(runservice: Service, tmp_pat
     executor.process.send_signal(signal.SIGKILL)
     executor.process.wait(timeout=10)
     executor.stop()
+    with contextlib.suppress(ProcessLookupError):  # a SIGKILLed executor cannot stop its steps
+        os.killpg(int(step_pid.read_text()), signal.SIGKILL)
     client.request("DELETE", "/api/v1/executors/ex1")
     finished = wait_for(
         "the run to finish", lambda: (r := get_run(client, run.id)).phase is RunPhase.FINISHED and r
@@ -189,7 +214,7 @@ def test_bad_requests_to_the_process_change_nothing(runservice: Service, tmp_pat
     for method, path, body, status in [
         ("POST", "/api/v1/runs?group=/project/p1/branch/main", b"{oops", 400),
         ("POST", "/api/v1/runs?group=/project/p1/branch/main", b'{"tasks": 5}', 400),
-        ("PUT", "/api/v1/executors/ex1", b"x" * (2 << 20), 400),
+        ("PUT", "/api/v1/executors/ex1", b"x" * (2 << 20), 413),
         ("GET", "/api/v1/runs/no-such-run", None, 404),
         ("POST", "/api/v1/runs/no-such-run/restart", None, 404),
         ("PUT", "/api/v1/executortasks/no-such-task/status", b'{"phase": "running"}', 404),
@@ -222,3 +247,21 @@ def test_second_runservice_on_a_store_exits_with_a_message(runservice: Service, 
     )
     assert second.returncode == 2
     assert "another runservice" in second.stderr and "owns this store" in second.stderr
+
+
+def test_the_command_line_lists_every_subcommand() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "runstore", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    commands = [line for line in done.stdout.splitlines() if line.startswith("    ") and line[4] != " "]
+    listed = {line.split()[0] for line in commands}
+    assert listed == {"demo", "runservice", "executor"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "runstore", "runservice", "--executor-timeout", "-1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "'-1' is not a number of seconds above 0" in refused.stderr

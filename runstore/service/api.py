@@ -8,15 +8,16 @@ from werkzeug.wsgi import wrap_file
 
 from objstore import NotExistError as ObjectMissing
 
-from ..caches import CacheGroup
+from ..cache_groups import CacheGroup, check_cache_key
 from ..errors import InvalidIdError
 from ..ids import check_archive_step, check_id, check_step
 from .errors import BadRequestError, NotExistError
-from .http import JsonApp, ServerThread, json_response, read_json
+from .http import JsonApp, ServerThread, json_response, read_body, read_json
 from .model import ExecutorStatus, ExecutorTaskStatus, RunConfig
 from .runservice import RunService
 
 MAX_UPLOAD = 1 << 30
+"""The most bytes a cache upload may have, however it is sent (chunked or not)."""
 
 
 def _id(kind: str, value: str) -> str:
@@ -53,8 +54,9 @@ class RunServiceApp(JsonApp):
         ]
     )
 
-    def __init__(self, service: RunService) -> None:
+    def __init__(self, service: RunService, *, max_upload: int | None = None) -> None:
         self.service = service
+        self.max_upload = MAX_UPLOAD if max_upload is None else max_upload
 
     # -- executors -------------------------------------------------------------------
 
@@ -73,6 +75,7 @@ class RunServiceApp(JsonApp):
         return json_response(self.service.tasks_of_executor(_id("executor id", executor_id)))
 
     def task_status(self, request: Request, task_id: str) -> Response:
+        """An executor's report of a task: 400, changing nothing, unless it fits the task's steps."""
         task_id = _id("task id", task_id)
         status = read_json(request, ExecutorTaskStatus)
         self.service.executor_task_status(task_id, status)
@@ -91,22 +94,22 @@ class RunServiceApp(JsonApp):
             wrap_file(request.environ, stream), content_type="application/x-tar", direct_passthrough=True
         )
 
-    def _caches(self, request: Request) -> tuple[str, list[str]]:
+    def _caches(self, request: Request) -> tuple[CacheGroup, list[str]]:
+        """The cache group and keys a cache request names, checked."""
         group = request.args.get("group", "")
         keys = request.args.getlist("key")
         if not group or not keys:
             raise BadRequestError("a cache request names its group and at least one key")
-        return group, keys
+        try:
+            return CacheGroup(group), [check_cache_key(key) for key in keys]
+        except InvalidIdError as exc:
+            raise BadRequestError(str(exc)) from exc
 
     def restore_cache(self, request: Request) -> Response:
         group, keys = self._caches(request)
-        try:
-            caches = self.service.store.caches(_cache_group(group))
-            found = caches.restore(keys)
-        except InvalidIdError as exc:
-            raise BadRequestError(str(exc)) from exc
+        found = self.service.store.caches(group).restore(keys)
         if found is None:
-            raise NotExistError(f"no cache matches {keys} in group {group!r}")
+            raise NotExistError(f"no cache matches {keys} in group {group.path!r}")
         response = Response(
             wrap_file(request.environ, found.stream),
             content_type="application/x-tar",
@@ -117,12 +120,12 @@ class RunServiceApp(JsonApp):
 
     def save_cache(self, request: Request) -> Response:
         group, keys = self._caches(request)
-        if request.content_length is not None and request.content_length > MAX_UPLOAD:
-            raise BadRequestError(f"a cache is at most {MAX_UPLOAD} bytes")
+        body = read_body(request, self.max_upload, "a cache")
         try:
-            saved = self.service.store.caches(_cache_group(group)).save(keys[0], request.stream)
-        except InvalidIdError as exc:
-            raise BadRequestError(str(exc)) from exc
+            saved = self.service.store.caches(group).save(keys[0], body)
+        except Exception as exc:
+            body.reraise(exc)  # the store may have wrapped the body's error (too large, malformed)
+            raise
         return json_response({"saved": saved})
 
     # -- users -------------------------------------------------------------------------
@@ -130,7 +133,12 @@ class RunServiceApp(JsonApp):
     def create_run(self, request: Request) -> Response:
         group = request.args.get("group", "")
         config = read_json(request, RunConfig)
-        run = self.service.create_run(config, group, repo_uuid=request.args.get("repo_uuid", ""))
+        run = self.service.create_run(
+            config,
+            group,
+            repo_uuid=request.args.get("repo_uuid", ""),
+            cache_group=request.args.get("cache_group"),
+        )
         return json_response(run, status=201)
 
     def get_run(self, request: Request, run_id: str) -> Response:
@@ -156,15 +164,6 @@ class RunServiceApp(JsonApp):
         return Response(
             wrap_file(request.environ, stream), content_type="text/plain", direct_passthrough=True
         )
-
-
-def _cache_group(path: str) -> CacheGroup:
-    parts = path.split("/")
-    if not path or any(not part for part in parts) or parts[0] not in ("projects", "users", "groups"):
-        raise BadRequestError(f"invalid cache group {path!r}")
-    for part in parts:
-        _id("cache group part", part)
-    return CacheGroup(path)
 
 
 def serve(

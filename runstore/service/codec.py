@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import itertools
 import json
+import re
 import types
 import typing
 from datetime import datetime, timezone
@@ -12,6 +14,15 @@ from typing import Any, TypeVar
 import attrs
 
 T = TypeVar("T")
+
+MAX_DEPTH = 32
+"""The deepest nesting of arrays and objects :func:`loads` decodes (the documents need 6)."""
+
+# A string, or an unterminated one to the end: the optional closing quote keeps the
+# search linear (a required one made it retry from every later quote).
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
+_DEPTH_STEP = tuple(1 if byte in b"[{" else -1 if byte in b"]}" else 0 for byte in range(256))
 
 
 def to_data(value: Any) -> Any:
@@ -107,10 +118,32 @@ def dumps(value: Any) -> bytes:
     return json.dumps(to_data(value), separators=(",", ":"), sort_keys=True).encode()
 
 
+def nesting_depth(text: str) -> int:
+    """How deeply the arrays and objects of JSON ``text`` nest; linear, without recursion.
+
+    Exact for valid JSON; for malformed text, at least as deep as a decoder gets before
+    it fails.
+    """
+    brackets = _STRING.sub("", text).encode("utf-8", "surrogatepass").translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
 def loads(kind: type[T], raw: bytes) -> T:
-    """The ``kind`` value in JSON bytes; ``ValueError`` if the JSON or its shape is wrong."""
+    """The ``kind`` value in JSON bytes; ``ValueError`` if the JSON or its shape is wrong.
+
+    JSON nested deeper than :data:`MAX_DEPTH` is refused before it is decoded.
+    """
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    except UnicodeDecodeError as exc:
         raise ValueError(f"malformed JSON: {exc}") from exc
+    depth = nesting_depth(text)
+    if depth > MAX_DEPTH:
+        raise ValueError(f"JSON nested {depth} deep is over the limit of {MAX_DEPTH}")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:  # not expected below MAX_DEPTH; a bad request all the same
+        raise ValueError(f"JSON nested too deep (the limit is {MAX_DEPTH})") from exc
     return from_data(kind, data)  # type: ignore[no-any-return]

@@ -16,6 +16,7 @@ class ErrorKind(enum.Enum):
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
     CONFLICT = "conflict"
+    TOO_LARGE = "too_large"
     INTERNAL = "internal"
 
     @property
@@ -36,6 +37,7 @@ _STATUS = {
     ErrorKind.FORBIDDEN: 403,
     ErrorKind.NOT_EXIST: 404,
     ErrorKind.CONFLICT: 409,
+    ErrorKind.TOO_LARGE: 413,
     ErrorKind.INTERNAL: 500,
 }
 
@@ -68,6 +70,12 @@ class ForbiddenError(ServiceError):
 
 class ConflictError(ServiceError):
     kind = ErrorKind.CONFLICT
+
+
+class TooLargeError(ServiceError):
+    """A request body, or what it describes, is over a limit."""
+
+    kind = ErrorKind.TOO_LARGE
 
 
 class InternalError(ServiceError):

@@ -4,11 +4,16 @@ Its loop (every ``interval`` seconds, or :meth:`Executor.run_once`) reports the 
 to the runservice, fetches its assigned tasks, starts those not started (never more
 running than ``active_tasks_limit``), sends a task's latest status again while the
 runservice's copy differs, marks failed the tasks the runservice has running that no
-thread here runs (they ran before a restart), and deletes the folders of tasks no
-longer assigned once they are not running. Files are laid out as
-:mod:`runstore.service.executor_files` says.
+thread here runs (they ran before a restart), stops the tasks that still run here but
+are no longer assigned or that the runservice ended (e.g. failed: "executor deleted"),
+and deletes the folders of tasks no longer assigned once they are not running. Files
+are laid out as :mod:`runstore.service.executor_files` says.
 
-Run it with ``python -m runstore.service.executor --runservice URL --data DIR --id ID``.
+Stopping a task kills its running command's process group: SIGTERM, then SIGKILL after
+``KILL_GRACE`` seconds (:mod:`runstore.service.executor_steps`). :meth:`Executor.stop`
+(and SIGTERM or SIGINT of ``main``) stops every task first, before anything else.
+
+Run it with ``python -m runstore executor --runservice URL --data DIR --id ID``.
 """
 
 from __future__ import annotations
@@ -30,8 +35,17 @@ from .errors import InternalError, ServiceError
 from .executor_app import ExecutorApp
 from .executor_files import TaskFiles
 from .executor_steps import StepLog
-from .executor_task import STOPPED, TaskRunner, orphan_status, status_of, status_path, utc_now
-from .http import ServerThread, ServiceClient
+from .executor_task import (
+    ENDED,
+    STOPPED,
+    UNASSIGNED,
+    TaskRunner,
+    orphan_status,
+    status_of,
+    status_path,
+    utc_now,
+)
+from .http import ServerThread, ServiceClient, listen_address
 from .model import ExecutorStatus, ExecutorTask, ExecutorTaskPhase
 
 log = logging.getLogger(__name__)
@@ -66,7 +80,8 @@ class Executor:
         self._server = ServerThread(ExecutorApp(self.tasks_dir), host, port)
         self._runners: dict[str, TaskRunner] = {}
         self._orphans_noted: set[str] = set()
-        self._lock = threading.Lock()  # one run_once at a time; guards _runners
+        self._lock = threading.Lock()  # one run_once at a time
+        self._runners_lock = threading.Lock()  # guards changes of _runners, and stop()'s reads
         self._stopping = threading.Event()
         self._state_lock = threading.Lock()  # guards _started and _stopped
         self._started = False
@@ -90,18 +105,24 @@ class Executor:
         return self
 
     def stop(self) -> None:
-        """Stop the loop, stop the running tasks (failed: "executor stopped"), stop serving."""
+        """Stop the running tasks (failed: "executor stopped"), then the loop, then serving.
+
+        The tasks' commands are signalled at once, even while the loop waits for the
+        runservice; stop() then waits up to ``STOP_TIMEOUT`` seconds for their final reports.
+        """
         with self._state_lock:
             if self._stopped:
                 return
             self._stopped = True
-        self._stopping.set()
-        if self._loop_thread.is_alive():
-            self._loop_thread.join()
-        with self._lock:
+        self._stopping.set()  # from here on run_once starts no task
+        with self._runners_lock:
             runners = list(self._runners.values())
         for runner in runners:
             runner.cancel(STOPPED)
+        if self._loop_thread.is_alive():
+            self._loop_thread.join()
+        with self._runners_lock:
+            runners = list(self._runners.values())
         deadline = time.monotonic() + STOP_TIMEOUT
         for runner in runners:
             runner.join(max(0.0, deadline - time.monotonic()))
@@ -142,13 +163,21 @@ class Executor:
     def _handle(self, task: ExecutorTask) -> None:
         runner = self._runners.get(task.id)
         if runner is not None:
-            if not task.phase.finished and status_of(task) != runner.status:
-                runner.report()
+            if not task.phase.finished:
+                if status_of(task) != runner.status:
+                    runner.report()
+            elif runner.alive and not runner.status.phase.finished:
+                reason = f"{ENDED}: {task.error}" if task.error else ENDED
+                if runner.withdraw(reason):
+                    log.warning("executor %s: task %s: %s; stopping it", self.id, task.id, reason)
             return
         if task.phase is ExecutorTaskPhase.NOTSTARTED:
             if sum(runner.alive for runner in self._runners.values()) < self.active_tasks_limit:
                 runner = TaskRunner(task, TaskFiles.of(self.tasks_dir, task.id), self._client, self.id)
-                self._runners[task.id] = runner
+                with self._runners_lock:
+                    if self._stopping.is_set():
+                        return  # stop() is cancelling the runners it knows of
+                    self._runners[task.id] = runner
                 runner.start()
                 log.info("executor %s: started task %s", self.id, task.id)
         elif task.phase is ExecutorTaskPhase.RUNNING:
@@ -169,7 +198,7 @@ class Executor:
         log.warning("executor %s: task %s ran before a restart: marked failed", self.id, task.id)
 
     def _remove_unassigned(self, assigned: dict[str, ExecutorTask]) -> None:
-        """Delete the folders of the tasks no longer assigned, unless they still run."""
+        """Stop the tasks no longer assigned that still run; delete the folders of the others."""
         local = set(self._runners)
         try:
             local.update(entry.name for entry in self.tasks_dir.iterdir() if entry.is_dir())
@@ -178,8 +207,11 @@ class Executor:
         for task_id in sorted(local - assigned.keys()):
             runner = self._runners.get(task_id)
             if runner is not None and runner.alive:
+                if runner.withdraw(UNASSIGNED):
+                    log.warning("executor %s: task %s: %s; stopping it", self.id, task_id, UNASSIGNED)
                 continue
-            self._runners.pop(task_id, None)
+            with self._runners_lock:
+                self._runners.pop(task_id, None)
             self._orphans_noted.discard(task_id)
             folder = self.tasks_dir / task_id
             try:
@@ -206,37 +238,29 @@ class Executor:
             self._stopping.wait(self.interval)
 
 
-def _listen_address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
-    return host, int(port)
-
-
 def _limit(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not an int >= 1")
     return int(text)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run an executor until SIGTERM or SIGINT; print ``LISTENING <url>`` once it serves."""
-    parser = argparse.ArgumentParser(
-        prog="python -m runstore.service.executor",
-        description="Run an executor of the run service until SIGTERM or SIGINT.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The executor's command-line options (``python -m runstore executor``)."""
     parser.add_argument("--runservice", required=True, metavar="URL", help="the runservice's base URL")
     parser.add_argument("--data", required=True, metavar="DIR", help="where the tasks' files go")
     parser.add_argument("--id", required=True, help="the executor's id")
     parser.add_argument("--limit", type=_limit, default=2, metavar="N", help="tasks run at once (2)")
     parser.add_argument(
         "--listen",
-        type=_listen_address,
+        type=listen_address,
         default=("127.0.0.1", 0),
         metavar="HOST:PORT",
         help="where to listen (127.0.0.1:0, a free port)",
     )
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run an executor until SIGTERM or SIGINT; print ``LISTENING <url>`` once it serves."""
     host, port = args.listen
     try:
         executor = Executor(
@@ -267,6 +291,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         executor.stop()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m runstore executor`` (also ``python -m runstore.service.executor``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m runstore executor",
+        description="Run an executor of the run service until SIGTERM or SIGINT.",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

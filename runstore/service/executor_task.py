@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 RESTARTED = "executor restarted"
 STOPPED = "executor stopped"
+UNASSIGNED = "the task is no longer assigned to this executor"
+ENDED = "the runservice ended the task"
 
 
 def utc_now() -> datetime:
@@ -85,6 +87,7 @@ class TaskRunner:
             step_states=[StepState() for _ in task.steps],
         )
         self._cancellation = Cancellation()
+        self._withdrawn = False  # guarded by _lock
         self._thread = threading.Thread(target=self._main, name=f"task-{task.id}", daemon=True)
 
     @property
@@ -101,16 +104,31 @@ class TaskRunner:
         self._thread.start()
 
     def cancel(self, reason: str) -> None:
-        """Run no further steps, and kill the running command."""
+        """Run no further steps, and kill the running command's process group."""
         self._cancellation.cancel(reason)
+
+    def withdraw(self, reason: str) -> bool:
+        """Cancel the task and send no further report of it; whether it was not withdrawn yet.
+
+        For a task the runservice no longer has running here: unassigned, or ended by it.
+        """
+        with self._lock:
+            if self._withdrawn:
+                return False
+            self._withdrawn = True
+        self._cancellation.cancel(reason)
+        return True
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
 
     def report(self) -> bool:
-        """Send the latest status to the runservice; whether it was accepted."""
+        """Send the latest status to the runservice (none once withdrawn); whether it was accepted."""
         with self._send_lock:
-            status = self.status
+            with self._lock:
+                if self._withdrawn:
+                    return False
+                status = self._status
             try:
                 self._client.send_json("PUT", status_path(self.task.id), status)
             except ServiceError as exc:

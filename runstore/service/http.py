@@ -9,11 +9,13 @@ kind.
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, BinaryIO, TypeVar
+from typing import IO, Any, BinaryIO, TypeVar
 from urllib.parse import urlencode
 
 import urllib3
@@ -23,12 +25,22 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from . import codec
-from .errors import BadRequestError, ErrorKind, RemoteServiceError, ServiceError
+from .errors import BadRequestError, ErrorKind, RemoteServiceError, ServiceError, TooLargeError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` as a server's listen address (port 0: a free one); the command lines'
+    parser of ``--listen``."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
 MAX_JSON_BODY = 1 << 20
+"""The most bytes a JSON request body may have, however it is sent."""
 Handler = Callable[..., Response]
 
 
@@ -41,14 +53,68 @@ def json_response(value: Any, status: int = 200) -> Response:
     return Response(codec.dumps(value), status=status, content_type="application/json")
 
 
-def read_json(request: Request, kind: type[T]) -> T:
-    """The request's JSON body as a ``kind``; ``BadRequestError`` naming what is wrong."""
+class LimitedBody(io.RawIOBase):
+    """A request body that counts what it reads and stops past ``limit`` bytes.
+
+    Reading raises ``TooLargeError`` as soon as more than ``limit`` bytes arrived, whatever
+    ``Content-Length`` said (or if the body is chunked), and ``BadRequestError`` if the
+    body breaks off or is malformed (bad chunk sizes); ``error`` keeps that error, for a
+    caller whose callee wrapped it (see :meth:`reraise`).
+    """
+
+    def __init__(self, stream: IO[bytes], limit: int, what: str) -> None:
+        super().__init__()
+        self._stream = stream
+        self.limit = limit
+        self.what = what
+        self.received = 0
+        self.error: ServiceError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.error is not None:
+            raise type(self.error)(self.error.message)
+        view = memoryview(buffer).cast("B")
+        try:
+            data = self._stream.read(min(len(view), self.limit + 1 - self.received))
+        except OSError as exc:
+            self.error = BadRequestError(f"cannot read {self.what}: {exc}")
+            raise self.error from exc
+        view[: len(data)] = data
+        self.received += len(data)
+        if self.received > self.limit:
+            self.error = TooLargeError(f"{self.what} is over the limit of {self.limit} bytes")
+            raise self.error
+        return len(data)
+
+    def reraise(self, cause: BaseException) -> None:
+        """Raise the body's own error (from ``cause``) if reading it failed and ``cause`` is not it."""
+        if self.error is not None and cause is not self.error:
+            raise type(self.error)(self.error.message) from cause
+
+
+def read_body(request: Request, limit: int, what: str = "the body") -> LimitedBody:
+    """The request's body, read up to ``limit`` bytes; ``TooLargeError`` if it says it has more.
+
+    Every handler reads its request's body through this (or :func:`read_json`), so that
+    what arrives is counted, chunked or not, whatever ``Content-Length`` claims.
+    """
     length = request.content_length
-    if length is not None and length > MAX_JSON_BODY:
-        raise BadRequestError(f"body of {length} bytes is over the limit of {MAX_JSON_BODY}")
-    raw = request.stream.read(MAX_JSON_BODY + 1)
-    if len(raw) > MAX_JSON_BODY:
-        raise BadRequestError(f"body is over the limit of {MAX_JSON_BODY} bytes")
+    if length is not None and length > limit:
+        raise TooLargeError(f"{what} of {length} bytes is over the limit of {limit} bytes")
+    return LimitedBody(request.stream, limit, what)
+
+
+def read_json(request: Request, kind: type[T], limit: int | None = None) -> T:
+    """The request's JSON body as a ``kind``; ``BadRequestError`` naming what is wrong.
+
+    The body has at most ``limit`` bytes (default :data:`MAX_JSON_BODY`; ``TooLargeError``
+    beyond) and nests at most :data:`codec.MAX_DEPTH` levels deep.
+    """
+    body = read_body(request, MAX_JSON_BODY if limit is None else limit)
+    raw = body.read()
     try:
         return codec.loads(kind, raw)
     except ValueError as exc:

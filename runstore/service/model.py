@@ -11,6 +11,13 @@ from datetime import datetime
 
 import attrs
 
+from ..cache_groups import CacheGroup
+
+
+def _check_cache_group(_instance: object, _attribute: object, path: str) -> None:
+    """Refuse what ``CacheGroup`` refuses (``InvalidIdError``)."""
+    CacheGroup(path)
+
 
 class StepKind(enum.Enum):
     """What a step does."""
@@ -139,12 +146,13 @@ class Run:
     """A run: its tasks (in config order), phase and result.
 
     ``group`` is ``/project/<id>/branch/<name>``, ``/project/<id>/pr/<n>`` or
-    ``/user/<id>/branch/<name>`` (a branch name may contain "/").
+    ``/user/<id>/branch/<name>`` (a branch name may contain "/"); ``cache_group`` is the
+    path of a valid ``CacheGroup``.
     """
 
     id: str
     group: str
-    cache_group: str  # a CacheGroup path
+    cache_group: str = attrs.field(validator=_check_cache_group)  # a CacheGroup path
     tasks: list[RunTask]
     phase: RunPhase = RunPhase.QUEUED
     result: RunResult = RunResult.UNKNOWN

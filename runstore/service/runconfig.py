@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import re
 
-from ..caches import CacheGroup, cache_group_for_direct_run, cache_group_for_project
+from ..cache_groups import CacheGroup, cache_group_for_direct_run, cache_group_for_project, check_cache_key
 from ..errors import InvalidIdError
 from ..ids import check_id
+from . import codec
 from .errors import BadRequestError
 from .model import RunConfig, StepKind
 
 _GROUP = re.compile(r"/(project|user)/([^/]+)/(branch|pr)/(.+)")
+
+# What one run may hold (docs/runservice.md, "Limits"); a config over any is a 400.
+MAX_TASKS = 500
+"""Tasks in a run."""
+MAX_STEPS = 100
+"""Steps in a task."""
+MAX_DEPENDENCIES = 20_000
+"""Dependencies in a run, all tasks together (every one of 200 tasks on all earlier ones fits)."""
+MAX_CONFIG_BYTES = 512 << 10
+"""A run config as compact JSON (``codec.dumps``): this bounds the run document too."""
 
 
 def check_group(group: str, repo_uuid: str = "") -> CacheGroup:
@@ -42,9 +53,28 @@ def check_group(group: str, repo_uuid: str = "") -> CacheGroup:
 
 
 def check_run_config(config: RunConfig) -> None:
-    """Raise ``BadRequestError`` naming the first problem of a run config."""
+    """Raise ``BadRequestError`` naming the first problem of a run config.
+
+    Its size is checked first (see the ``MAX_*`` limits), then each task, then the
+    dependencies; every check is linear in the size of the config.
+    """
     if not config.tasks:
         raise BadRequestError("a run config has at least one task")
+    if len(config.tasks) > MAX_TASKS:
+        raise BadRequestError(
+            f"a run has at most {MAX_TASKS} tasks (the task limit), not {len(config.tasks)}"
+        )
+    dependencies = sum(len(task.depends) for task in config.tasks)
+    if dependencies > MAX_DEPENDENCIES:
+        raise BadRequestError(
+            f"a run has at most {MAX_DEPENDENCIES} dependencies in all (the dependency limit),"
+            f" not {dependencies}"
+        )
+    size = len(codec.dumps(config))
+    if size > MAX_CONFIG_BYTES:
+        raise BadRequestError(
+            f"a run config has at most {MAX_CONFIG_BYTES} bytes as compact JSON (the size limit), not {size}"
+        )
     names: set[str] = set()
     for task in config.tasks:
         try:
@@ -56,6 +86,10 @@ def check_run_config(config: RunConfig) -> None:
         names.add(task.name)
         if not task.steps:
             raise BadRequestError(f"task {task.name!r} has no step")
+        if len(task.steps) > MAX_STEPS:
+            raise BadRequestError(
+                f"a task has at most {MAX_STEPS} steps (the step limit); {task.name!r} has {len(task.steps)}"
+            )
         for number, step in enumerate(task.steps):
             where = f"step {number} of task {task.name!r}"
             if step.kind is StepKind.RUN and not step.command:
@@ -67,28 +101,46 @@ def check_run_config(config: RunConfig) -> None:
                     raise BadRequestError(f"{where} needs a cache key")
                 for key in step.keys:
                     try:
-                        check_id("cache key", key, 200)
+                        check_cache_key(key)
                     except InvalidIdError as exc:
                         raise BadRequestError(f"{where}: {exc}") from exc
     for task in config.tasks:
+        parents: set[str] = set()
         for parent in task.depends:
             if parent not in names:
                 raise BadRequestError(f"task {task.name!r} depends on unknown task {parent!r}")
+            if parent in parents:
+                raise BadRequestError(f"task {task.name!r} depends on {parent!r} twice")
+            parents.add(parent)
     _check_acyclic(config)
 
 
 def _check_acyclic(config: RunConfig) -> None:
+    """Raise ``BadRequestError`` naming a cycle of dependencies, if there is one.
+
+    An iterative depth-first walk that reads each task's ``depends`` once: linear in tasks
+    plus dependencies, at any depth.
+    """
     parents = {task.name: task.depends for task in config.tasks}
     done: set[str] = set()
-
-    def visit(name: str, path: tuple[str, ...]) -> None:
-        if name in path:
-            raise BadRequestError(f"tasks depend on each other in a cycle: {' -> '.join((*path, name))}")
-        if name in done:
-            return
-        for parent in parents[name]:
-            visit(parent, (*path, name))
-        done.add(name)
-
-    for name in parents:
-        visit(name, ())
+    for root in parents:
+        if root in done:
+            continue
+        path = [root]  # the walk's current path, each task depending on the next
+        on_path = {root}
+        stack = [iter(parents[root])]
+        while stack:
+            for parent in stack[-1]:
+                if parent in on_path:
+                    cycle = [*path[path.index(parent) :], parent]
+                    raise BadRequestError(f"tasks depend on each other in a cycle: {' -> '.join(cycle)}")
+                if parent not in done:
+                    path.append(parent)
+                    on_path.add(parent)
+                    stack.append(iter(parents[parent]))
+                    break
+            else:
+                stack.pop()
+                name = path.pop()
+                on_path.discard(name)
+                done.add(name)

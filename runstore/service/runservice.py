@@ -4,7 +4,9 @@ Its state is three kinds of documents in an objstore ``Storage`` (runs, executor
 executor tasks), changed by compare-and-swap. One instance at a time owns a store
 (:class:`Lease`). The loops (:meth:`RunService.schedule_once`, :meth:`fetch_once`,
 :meth:`check_executor_tasks_once`, :meth:`reap_executors_once`) run in one thread;
-the HTTP handlers run concurrently with them.
+the HTTP handlers run concurrently with them. A loop handles each run, executor task or
+executor on its own: a failure with one (a document that cannot be read, a bug) is
+logged, and the loop goes on with the others.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import attrs
 
 from objstore import AlreadyExistsError, Storage
 from objstore import NotExistError as ObjectMissing
 
+from ..cache_groups import CacheGroup
+from ..errors import InvalidIdError
 from ..store import RunStore
-from .errors import ConflictError, NotExistError, RemoteServiceError, ServiceError
+from .errors import BadRequestError, ConflictError, NotExistError, RemoteServiceError, ServiceError
 from .http import ServiceClient, UnreachableError
 from .lease import Lease
 from .model import (
@@ -46,10 +50,12 @@ from .model import (
     StepState,
     TaskStatus,
 )
+from .reports import check_report, settle_report
 from .runconfig import check_group, check_run_config
 from .state import Documents
 from .tasks import (
     allowed,
+    ancestors,
     find_task,
     fresh_task,
     new_id,
@@ -60,6 +66,10 @@ from .tasks import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: How many failing items the loops remember, to log each failure once (not every pass).
+MAX_TROUBLES = 1000
 
 
 class RunService:
@@ -84,17 +94,38 @@ class RunService:
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
         self._clients: dict[str, ServiceClient] = {}
+        self._guard = threading.Lock()  # guards _last_seen and _troubles
+        # Executors whose record is gone, and when they were last heard of: the fetcher
+        # waits for them to come back with their tasks' files until the executor timeout.
+        self._last_seen: dict[str, datetime] = {}
+        self._troubles: dict[str, str] = {}  # a failing item -> its error, as last logged
 
     # -- runs ------------------------------------------------------------------------
 
-    def create_run(self, config: RunConfig, group: str, *, repo_uuid: str = "") -> Run:
-        """A new queued run of ``config`` in ``group``."""
+    def create_run(
+        self,
+        config: RunConfig,
+        group: str,
+        *,
+        repo_uuid: str = "",
+        cache_group: CacheGroup | str | None = None,
+    ) -> Run:
+        """A new queued run of ``config`` in ``group``.
+
+        Its tasks use the caches of ``cache_group`` (a str names an explicit group, see
+        ``CacheGroup.named``); by default, those of the project or of the direct run (see
+        ``check_group``). Bad input raises ``BadRequestError`` before anything is written.
+        """
         check_run_config(config)
-        cache_group = check_group(group, repo_uuid)
+        default = check_group(group, repo_uuid)
+        try:
+            caches = default if cache_group is None else CacheGroup.of(cache_group)
+        except InvalidIdError as exc:
+            raise BadRequestError(str(exc)) from exc
         run = Run(
             id=new_id("run-"),
             group=group,
-            cache_group=cache_group.path,
+            cache_group=caches.path,
             tasks=[
                 fresh_task(task.name, task.steps, task.depends, task.environment) for task in config.tasks
             ],
@@ -166,28 +197,46 @@ class RunService:
             last_status_time=now(),
         )
         self.executors.put(executor_id, executor)
+        with self._guard:
+            self._last_seen.pop(executor_id, None)  # back: the fetcher fetches from it again
         return executor
 
     def tasks_of_executor(self, executor_id: str) -> list[ExecutorTask]:
         if not self.executors.exists(executor_id):
             raise NotExistError(f"executor {executor_id!r} is not registered")
-        return [task for task in self.executor_tasks.all() if task.executor_id == executor_id]
+        return [task for task in self._each(self.executor_tasks) if task.executor_id == executor_id]
 
     def delete_executor(self, executor_id: str) -> None:
-        """Delete an executor's record only; its tasks are the checker's business."""
+        """Delete an executor's record only; its tasks are the checker's and the fetcher's business."""
+        executor = self._executor(executor_id)
+        self._forget_executor(executor_id, executor.last_status_time if executor is not None else None)
+
+    def _forget_executor(self, executor_id: str, last_seen: datetime | None) -> None:
+        with self._guard:
+            self._last_seen[executor_id] = last_seen or now()
         self.executors.delete(executor_id)
         log.info("executor %s deleted", executor_id)
 
     def executor_task_status(self, task_id: str, status: ExecutorTaskStatus) -> None:
-        """Apply what an executor reports of a task, if its current state allows it."""
+        """Apply what an executor reports of a task; ``BadRequestError`` if it does not fit.
+
+        A report must fit the task's steps (:func:`check_report`). A final phase settles
+        an unfinished task whatever reports were lost before it, with the times it lacks
+        filled in (:func:`settle_report`); a finished task changes no more; any other
+        change its phase does not allow is ignored and logged.
+        """
+        received = now()
 
         def change(task: ExecutorTask) -> ExecutorTask | None:
-            if status.phase is not task.phase and not allowed(task.phase, status.phase):
-                log.warning(
-                    "executor task %s: %s -> %s ignored", task.id, task.phase.value, status.phase.value
-                )
+            check_report(task, status)
+            moves = status.phase is not task.phase
+            if task.phase.finished or (moves and not allowed(task.phase, status.phase)):
+                if moves:
+                    log.warning(
+                        "executor task %s: %s -> %s ignored", task.id, task.phase.value, status.phase.value
+                    )
                 return None
-            return task.with_status(status)
+            return task.with_status(settle_report(task, status, received))
 
         task = self.executor_tasks.update(task_id, change)
         assert task is not None
@@ -201,8 +250,8 @@ class RunService:
             if task is None:
                 return None
             target = TaskStatus(executor_task.phase.value)
-            if task.status is not target and not allowed(
-                ExecutorTaskPhase(task.status.value), executor_task.phase
+            if task.status is not target and (
+                task.status.finished or not allowed(ExecutorTaskPhase(task.status.value), executor_task.phase)
             ):
                 log.warning("task %s: %s -> %s ignored", task.id, task.status.value, target.value)
                 return None
@@ -225,13 +274,9 @@ class RunService:
 
     def schedule_once(self) -> None:
         """Advance every unfinished run: skip, assign, start and finish tasks and runs."""
-        for run in list(self.runs.all()):
-            if run.phase in (RunPhase.FINISHED, RunPhase.CANCELLED):
-                continue
-            try:
-                self._advance(run.id)
-            except ServiceError:
-                log.exception("advancing run %s failed", run.id)
+        for run in list(self._each(self.runs)):
+            if run.phase not in (RunPhase.FINISHED, RunPhase.CANCELLED):
+                self._attempt(f"advancing run {run.id}", functools.partial(self._advance, run.id))
 
     def _advance(self, run_id: str) -> None:
         def settle(run: Run) -> Run | None:
@@ -255,7 +300,7 @@ class RunService:
             if task.status is TaskStatus.NOTSTARTED and all(
                 run.task(name).status is TaskStatus.SUCCESS for name in task.depends
             ):
-                self._assign(run, task)
+                self._attempt(f"assigning task {task.id}", functools.partial(self._assign, run, task))
         self._finish_if_done(run_id)
 
     def _assign(self, run: Run, task: RunTask) -> None:
@@ -289,61 +334,61 @@ class RunService:
 
     def _workspace_of(self, run: Run, task: RunTask) -> list[ArchiveRef]:
         """The archives a task restores: those of its ancestors, parents' ancestors first."""
-        order: list[str] = []
-
-        def visit(name: str) -> None:
-            for parent in run.task(name).depends:
-                visit(parent)
-                if parent not in order:
-                    order.append(parent)
-
-        visit(task.name)
         return [
-            ArchiveRef(run.task(name).id, number)
-            for name in order
-            for number, step in enumerate(run.task(name).steps)
+            ArchiveRef(ancestor.id, number)
+            for ancestor in ancestors(run, task)
+            for number, step in enumerate(ancestor.steps)
             if step.kind is StepKind.SAVE_TO_WORKSPACE
         ]
 
     def _choose_executor(self) -> Executor | None:
         limit = now() - self.executor_timeout
         load: dict[str, int] = {}
-        for executor_task in self.executor_tasks.all():
+        for executor_task in self._each(self.executor_tasks):
             load[executor_task.executor_id] = load.get(executor_task.executor_id, 0) + 1
         candidates = [
             (executor.active_tasks_limit - load.get(executor.id, 0), executor.id, executor)
-            for executor in self.executors.all()
+            for executor in self._each(self.executors)
             if executor.last_status_time is not None and executor.last_status_time > limit
         ]
         free = [candidate for candidate in candidates if candidate[0] > 0]
         return max(free, key=lambda candidate: candidate[:2])[2] if free else None
 
     def _finish_if_done(self, run_id: str) -> None:
-        def finish(run: Run) -> Run | None:
-            if run.phase is RunPhase.FINISHED or not all(task.status.finished for task in run.tasks):
+        # Executor tasks are created and deleted by the loops only (this thread): whether a
+        # run has one can be read before the change.
+        run = self.runs.get(run_id)
+        active = any(self.executor_tasks.exists(task.id) for task in run.tasks if not task.shared)
+
+        def finish(current: Run) -> Run | None:
+            if current.phase is RunPhase.FINISHED or not all(task.status.finished for task in current.tasks):
                 return None
-            if any(self.executor_tasks.exists(task.id) for task in run.tasks if not task.shared):
+            if active:
                 return None  # an executor task is still active (its data not fetched yet)
-            failed = any(task.status is TaskStatus.FAILED for task in run.tasks)
+            failed = any(task.status is TaskStatus.FAILED for task in current.tasks)
             return attrs.evolve(
-                run,
+                current,
                 phase=RunPhase.FINISHED,
                 result=RunResult.FAILED if failed else RunResult.SUCCESS,
                 end_time=now(),
             )
 
-        run = self.runs.update(run_id, finish)
-        if run is not None and run.phase is RunPhase.FINISHED:
-            log.info("run %s finished: %s", run.id, run.result.value)
+        finished = self.runs.update(run_id, finish)
+        if finished is not None and finished.phase is not run.phase and finished.phase is RunPhase.FINISHED:
+            log.info("run %s finished: %s", finished.id, finished.result.value)
 
     def fetch_once(self) -> None:
         """Fetch the data of every finished executor task, then delete that executor task."""
-        for executor_task in list(self.executor_tasks.all()):
+        executor_tasks = list(self._each(self.executor_tasks))
+        for executor_task in executor_tasks:
             if executor_task.phase.finished:
-                try:
-                    self._fetch(executor_task)
-                except ServiceError:
-                    log.exception("fetching task %s failed", executor_task.id)
+                fetch = functools.partial(self._fetch, executor_task)
+                self._attempt(f"fetching task {executor_task.id}", fetch)
+        holders = {executor_task.executor_id for executor_task in executor_tasks}
+        with self._guard:  # forget the executors gone for good that hold nothing more
+            for executor_id, last_seen in list(self._last_seen.items()):
+                if executor_id not in holders and now() - last_seen > self.executor_timeout:
+                    del self._last_seen[executor_id]
 
     def _fetch(self, executor_task: ExecutorTask) -> None:
         try:
@@ -355,6 +400,8 @@ class RunService:
         if task is None or not task.status.finished:
             return  # the run task follows first
         executor = self._executor(executor_task.executor_id)
+        if executor is None and not self._gone_for_good(executor_task.executor_id):
+            return  # its record was deleted, but it may come back with the files: wait for it
         client = self._client(executor.listen_url) if executor is not None else None
         for source, never_made, write, record in pending_fetches(task, self.store):
             if never_made:
@@ -377,7 +424,7 @@ class RunService:
     ) -> FetchPhase:
         """Copy one log or archive from the executor into the run store."""
         if client is None:
-            return FetchPhase.UNAVAILABLE  # the executor is gone
+            return FetchPhase.UNAVAILABLE  # the executor has been gone past the executor timeout
         try:
             response = client.request("GET", path, stream=True)
         except RemoteServiceError as exc:
@@ -398,53 +445,112 @@ class RunService:
 
         self.runs.update(run_id, apply)
 
+    def _gone_for_good(self, executor_id: str) -> bool:
+        """Whether an executor without a record has not been heard of past the executor timeout.
+
+        Its last status report counts, as recorded when its record was deleted; failing
+        that (the runservice restarted since), when the fetcher first missed it.
+        """
+        with self._guard:
+            last_seen = self._last_seen.setdefault(executor_id, now())
+        return now() - last_seen > self.executor_timeout
+
     def check_executor_tasks_once(self) -> None:
         """Fail every unfinished executor task whose executor no longer exists."""
-        for executor_task in list(self.executor_tasks.all()):
-            if executor_task.phase.finished or self.executors.exists(executor_task.executor_id):
-                continue
-            ended = now()
-
-            def fail(task: ExecutorTask, ended: datetime = ended) -> ExecutorTask | None:
-                if task.phase.finished:
-                    return None
-                states = [
-                    attrs.evolve(state, phase=ExecutorTaskPhase.FAILED, end_time=ended)
-                    if state.phase is ExecutorTaskPhase.RUNNING
-                    else state
-                    for state in task.step_states
-                ]
-                return attrs.evolve(
-                    task,
-                    phase=ExecutorTaskPhase.FAILED,
-                    end_time=ended,
-                    step_states=states,
-                    error="executor deleted",
+        for executor_task in list(self._each(self.executor_tasks)):
+            if not executor_task.phase.finished:
+                self._attempt(
+                    f"checking task {executor_task.id}", functools.partial(self._check, executor_task)
                 )
 
-            try:
-                failed = self.executor_tasks.update(executor_task.id, fail)
-            except NotExistError:
-                continue
-            assert failed is not None
-            log.info("task %s failed: its executor %s is gone", failed.id, failed.executor_id)
-            self._follow(failed)
+    def _check(self, executor_task: ExecutorTask) -> None:
+        if self.executors.exists(executor_task.executor_id):
+            return
+        ended = now()
+
+        def fail(task: ExecutorTask) -> ExecutorTask | None:
+            if task.phase.finished:
+                return None
+            states = [
+                attrs.evolve(state, phase=ExecutorTaskPhase.FAILED, end_time=ended)
+                if state.phase is ExecutorTaskPhase.RUNNING
+                else state
+                for state in task.step_states
+            ]
+            return attrs.evolve(
+                task,
+                phase=ExecutorTaskPhase.FAILED,
+                end_time=ended,
+                step_states=states,
+                error="executor deleted",
+            )
+
+        try:
+            failed = self.executor_tasks.update(executor_task.id, fail)
+        except NotExistError:
+            return
+        assert failed is not None
+        log.info("task %s failed: its executor %s is gone", failed.id, failed.executor_id)
+        self._follow(failed)
 
     def reap_executors_once(self) -> None:
         """Delete the records of executors silent for longer than the timeout."""
         limit = now() - self.executor_timeout
-        for executor in list(self.executors.all()):
+        for executor in list(self._each(self.executors)):
             if executor.last_status_time is None or executor.last_status_time < limit:
                 log.info("executor %s silent since %s", executor.id, executor.last_status_time)
-                self.delete_executor(executor.id)
+                self._attempt(
+                    f"reaping executor {executor.id}",
+                    functools.partial(self._forget_executor, executor.id, executor.last_status_time),
+                )
 
     def run_once(self) -> None:
-        """One pass of every loop."""
-        self.schedule_once()
-        self.check_executor_tasks_once()
-        self.fetch_once()
-        self.reap_executors_once()
-        self.schedule_once()
+        """One pass of every loop; one that fails is logged, and the others still run."""
+        for loop in (
+            self.schedule_once,
+            self.check_executor_tasks_once,
+            self.fetch_once,
+            self.reap_executors_once,
+            self.schedule_once,
+        ):
+            self._attempt(f"the loop {loop.__name__}", loop)
+
+    # -- failures of one item --------------------------------------------------------------
+
+    def _each(self, documents: Documents[T]) -> Iterator[T]:
+        """Every document of a kind that can be read; one that cannot is logged and skipped."""
+        for doc_id in documents.ids():
+            try:
+                yield documents.get(doc_id)
+            except NotExistError:
+                continue  # deleted meanwhile
+            except (ValueError, TypeError) as exc:  # written by other means than this service
+                self._trouble(f"reading {documents.kind} document {doc_id}", exc)
+
+    def _attempt(self, item: str, action: Callable[[], None]) -> None:
+        """Do ``action``; if it fails, log it (once while it fails the same way) and return."""
+        try:
+            action()
+        except Exception as exc:  # one item's failure never stops a loop over the others
+            self._trouble(item, exc)
+        else:
+            with self._guard:
+                self._troubles.pop(item, None)
+
+    def _trouble(self, item: str, exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        with self._guard:
+            repeated = self._troubles.get(item) == message
+            if not repeated:
+                if len(self._troubles) >= MAX_TROUBLES:
+                    self._troubles.clear()
+                self._troubles[item] = message
+        if repeated:
+            log.debug("%s still fails: %s", item, message)
+        elif isinstance(exc, ServiceError):
+            log.warning("%s failed: %s", item, message)
+        else:
+            log.error("%s failed: %s", item, message, exc_info=exc)
 
     # -- running -----------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import BinaryIO
 
@@ -14,11 +14,13 @@ from ..store import RunStore
 from .model import ExecutorTaskPhase, FetchPhase, Run, RunTask, Step, StepKind, StepState
 
 # The phases an executor-task phase may follow; a run task's status follows the same rule
-# (a TaskStatus has the value of the ExecutorTaskPhase it mirrors).
+# (a TaskStatus has the value of the ExecutorTaskPhase it mirrors). A final phase follows
+# any unfinished one: the executor's final report settles a task whose earlier reports
+# were lost (a short task's ``running`` among them).
 _ALLOWED_FROM: dict[ExecutorTaskPhase, tuple[ExecutorTaskPhase, ...]] = {
     ExecutorTaskPhase.RUNNING: (ExecutorTaskPhase.NOTSTARTED,),
-    ExecutorTaskPhase.SUCCESS: (ExecutorTaskPhase.RUNNING,),
-    ExecutorTaskPhase.STOPPED: (ExecutorTaskPhase.RUNNING,),
+    ExecutorTaskPhase.SUCCESS: (ExecutorTaskPhase.NOTSTARTED, ExecutorTaskPhase.RUNNING),
+    ExecutorTaskPhase.STOPPED: (ExecutorTaskPhase.NOTSTARTED, ExecutorTaskPhase.RUNNING),
     ExecutorTaskPhase.FAILED: (ExecutorTaskPhase.NOTSTARTED, ExecutorTaskPhase.RUNNING),
     ExecutorTaskPhase.CANCELLED: (ExecutorTaskPhase.NOTSTARTED,),
 }
@@ -102,18 +104,44 @@ def pending_fetches(task: RunTask, store: RunStore) -> list[Fetch]:
     return fetches
 
 
-def parents_first(run: Run) -> list[RunTask]:
+def _parents_first(by_name: dict[str, RunTask], roots: Iterable[RunTask]) -> list[RunTask]:
+    """``roots`` and every task they depend on, each once and after its parents.
+
+    An iterative depth-first walk that reads each task's ``depends`` once: linear in tasks
+    plus dependencies, at any depth. The parents of a task come in ``depends`` order.
+    """
     order: list[RunTask] = []
-
-    def visit(task: RunTask) -> None:
-        if task not in order:
-            for parent in task.depends:
-                visit(run.task(parent))
-            order.append(task)
-
-    for task in run.tasks:
-        visit(task)
+    seen: set[str] = set()
+    for root in roots:
+        if root.name in seen:
+            continue
+        seen.add(root.name)
+        stack: list[tuple[RunTask, Iterator[str]]] = [(root, iter(root.depends))]
+        while stack:
+            task, parents = stack[-1]
+            for name in parents:
+                if name not in seen:
+                    seen.add(name)
+                    parent = by_name[name]
+                    stack.append((parent, iter(parent.depends)))
+                    break
+            else:
+                stack.pop()
+                order.append(task)
     return order
+
+
+def parents_first(run: Run) -> list[RunTask]:
+    """The run's tasks, each after the tasks it depends on; linear in tasks plus dependencies."""
+    return _parents_first({task.name: task for task in run.tasks}, run.tasks)
+
+
+def ancestors(run: Run, task: RunTask) -> list[RunTask]:
+    """The tasks ``task`` depends on, directly or not, each once, parents' ancestors first.
+
+    Linear in tasks plus dependencies.
+    """
+    return _parents_first({each.name: each for each in run.tasks}, [task])[:-1]
 
 
 def find_task(run: Run, task_id: str) -> RunTask | None:

@@ -1,0 +1,417 @@
+"""Faults of the runservice (issue 11, §3): lost status reports, deleted live executors, bad reports.
+
+Each test runs the runservice in process over a ``MemoryStorage``; where the claim is about
+an executor, a real :class:`Executor` runs the task over HTTP on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TypeVar
+
+import attrs
+import pytest
+import urllib3
+
+from objstore import MemoryStorage
+from runstore.service import codec
+from runstore.service.api import RunServiceApp, serve
+from runstore.service.errors import InternalError
+from runstore.service.executor import Executor
+from runstore.service.http import ServerThread, ServiceClient
+from runstore.service.model import (
+    ExecutorStatus,
+    ExecutorTask,
+    ExecutorTaskPhase,
+    ExecutorTaskStatus,
+    FetchPhase,
+    Run,
+    RunConfig,
+    RunPhase,
+    RunResult,
+    RunTask,
+    Step,
+    StepKind,
+    StepState,
+    TaskConfig,
+    TaskStatus,
+)
+from runstore.service.runservice import RunService
+from runstore.service.tasks import fresh_task
+
+T = TypeVar("T")
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+LATER = NOW + timedelta(seconds=5)
+GROUP = "/project/p1/branch/main"
+HELLO = RunConfig([TaskConfig("hello", [Step(StepKind.RUN, command="echo hello")])])
+TWO = RunConfig([TaskConfig("build", [Step(StepKind.RUN, command="make"), Step(StepKind.RUN, command="ok")])])
+SUCCEEDED = StepState(ExecutorTaskPhase.SUCCESS, exit_code=0)
+POLL = 0.05
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) -> T:
+    """``probe()`` once it is not None; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / POLL) + 1):
+        value = probe()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            break
+        time.sleep(POLL)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def snapshot(service: RunService) -> dict[str, bytes]:
+    return {entry.key: service.storage.read_bytes(entry.key) for entry in service.storage.list()}
+
+
+@pytest.fixture
+def service() -> RunService:
+    return RunService(MemoryStorage())
+
+
+def assigned(service: RunService, config: RunConfig = TWO) -> ExecutorTask:
+    """A run of ``config`` scheduled on an executor "ex1" that does not listen; its executor task."""
+    service.executor_status("ex1", ExecutorStatus("http://127.0.0.1:1", 2))
+    service.create_run(config, GROUP)
+    service.schedule_once()
+    (task,) = service.tasks_of_executor("ex1")
+    return task
+
+
+def run_task(service: RunService, executor_task: ExecutorTask) -> RunTask:
+    (task,) = service.runs.get(executor_task.run_id).tasks
+    return task
+
+
+# -- 1. a final status settles a task whatever reports were lost before it ------------------
+
+
+@pytest.mark.parametrize("end_time", [NOW, None], ids=["end-given", "no-times"])
+def test_a_final_report_settles_a_task_whose_running_report_was_lost(
+    service: RunService, end_time: datetime | None
+) -> None:
+    task = assigned(service)
+    report = ExecutorTaskStatus(ExecutorTaskPhase.SUCCESS, end_time=end_time, step_states=[SUCCEEDED] * 2)
+    service.executor_task_status(task.id, report)  # notstarted -> success: its running was lost
+    settled = service.executor_tasks.get(task.id)
+    assert settled.phase is ExecutorTaskPhase.SUCCESS
+    assert settled.end_time is not None and (end_time is None or settled.end_time == end_time)
+    assert settled.start_time == settled.end_time  # the start is unknown: start = end
+    for state in settled.step_states:
+        assert (state.phase, state.exit_code) == (ExecutorTaskPhase.SUCCESS, 0)
+        assert state.start_time == state.end_time == settled.end_time
+    followed = run_task(service, task)
+    assert followed.status is TaskStatus.SUCCESS
+    assert (followed.start_time, followed.end_time) == (settled.start_time, settled.end_time)
+    assert followed.step_states == settled.step_states
+
+    service.executor_task_status(task.id, report)  # sent again: nothing changes
+    late = ExecutorTaskStatus(ExecutorTaskPhase.RUNNING, NOW, step_states=[StepState()] * 2)
+    service.executor_task_status(task.id, late)  # a late running report: a finished task stays
+    assert service.executor_tasks.get(task.id) == settled
+
+    service.executor_timeout = timedelta(0)  # "ex1" never listened: the fetch gives up at once
+    service.delete_executor("ex1")
+    service.fetch_once()
+    service.schedule_once()
+    run = service.runs.get(task.run_id)
+    assert (run.phase, run.result) == (RunPhase.FINISHED, RunResult.SUCCESS)
+
+
+def test_step_states_settle_like_the_task(service: RunService) -> None:
+    task = assigned(service)
+    later = datetime.now(timezone.utc) + timedelta(seconds=5)
+    first = [StepState(ExecutorTaskPhase.SUCCESS, exit_code=0), StepState(ExecutorTaskPhase.RUNNING)]
+    service.executor_task_status(task.id, ExecutorTaskStatus(ExecutorTaskPhase.RUNNING, step_states=first))
+    running = service.executor_tasks.get(task.id)
+    assert running.start_time is not None
+    ended, started = running.step_states
+    assert ended.start_time == ended.end_time is not None  # its start and running reports were lost
+    assert started.start_time is not None and started.end_time is None
+    final = ExecutorTaskStatus(
+        ExecutorTaskPhase.FAILED,
+        end_time=later,
+        step_states=[first[0], StepState(ExecutorTaskPhase.FAILED, exit_code=2)],
+        error="step 1 failed",
+    )
+    service.executor_task_status(task.id, final)
+    failed = service.executor_tasks.get(task.id)
+    assert (failed.phase, failed.start_time, failed.end_time) == (
+        ExecutorTaskPhase.FAILED,
+        running.start_time,
+        later,
+    )
+    assert failed.step_states[0] == ended  # known before: kept
+    assert failed.step_states[1] == StepState(ExecutorTaskPhase.FAILED, started.start_time, later, 2)
+    assert run_task(service, task).step_states == failed.step_states
+
+
+def test_a_run_finishes_when_all_but_the_final_status_reports_are_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = RunService(MemoryStorage(), interval=POLL)
+    apply = service.executor_task_status
+    lost: list[ExecutorTaskPhase] = []
+
+    def lossy(task_id: str, status: ExecutorTaskStatus) -> None:
+        if not status.phase.finished:
+            lost.append(status.phase)
+            raise InternalError("lost on the way")
+        apply(task_id, status)
+
+    monkeypatch.setattr(service, "executor_task_status", lossy)
+    server = serve(service)
+    executor = Executor(server.url, tmp_path / "executor", executor_id="ex1", interval=POLL).start()
+    try:
+        run = service.create_run(HELLO, GROUP)
+
+        def finished() -> Run | None:
+            current = service.runs.get(run.id)
+            return current if current.phase is RunPhase.FINISHED else None
+
+        done = wait_for("the run to finish", finished)
+        assert ExecutorTaskPhase.RUNNING in lost  # the executor's running report never arrived
+        assert done.result is RunResult.SUCCESS
+        (task,) = done.tasks
+        assert task.status is TaskStatus.SUCCESS and task.fetched
+        assert task.start_time is not None and task.end_time is not None
+        assert task.start_time <= task.end_time
+        assert task.step_states[0].phase is ExecutorTaskPhase.SUCCESS
+        with service.store.open_log(task.id, 0) as log:
+            assert b"hello" in log.read()
+    finally:
+        executor.stop()
+        server.stop()
+        service.stop()
+
+
+# -- 2. deleting a live executor keeps the logs it holds ---------------------------------------
+
+TIMEOUT = timedelta(seconds=4)
+
+
+@attrs.define
+class Live:
+    service: RunService
+    executor: Executor
+    client: ServiceClient
+
+    def finished_task(self) -> ExecutorTask:
+        """Run HELLO on the executor; its executor task once it succeeded (not fetched)."""
+        self.service.create_run(HELLO, GROUP)
+        self.service.schedule_once()
+        (task,) = self.service.tasks_of_executor("ex1")
+        self.executor.run_once()  # starts it
+
+        def succeeded() -> ExecutorTask | None:
+            current = self.service.executor_tasks.get(task.id)
+            return current if current.phase.finished else None
+
+        done = wait_for("the task to succeed", succeeded)
+        assert done.phase is ExecutorTaskPhase.SUCCESS
+        return done
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    """A runservice whose loops the test drives, and a real executor that the test drives too."""
+    service = RunService(MemoryStorage(), executor_timeout=TIMEOUT)
+    server = ServerThread(RunServiceApp(service)).start()
+    # Its loop runs once (it registers), then waits an hour: the test calls run_once.
+    executor = Executor(server.url, tmp_path / "executor", executor_id="ex1", interval=3600).start()
+    client = ServiceClient(server.url)
+    try:
+        wait_for("the executor to register", lambda: service.executors.exists("ex1") or None)
+        yield Live(service, executor, client)
+    finally:
+        executor.stop()
+        client.close()
+        server.stop()
+
+
+def test_a_deleted_executor_that_comes_back_gives_its_logs(live: Live) -> None:
+    service = live.service
+    task = live.finished_task()
+    live.executor.run_once()  # a status report just now
+    live.client.request("DELETE", "/api/v1/executors/ex1")
+    assert not service.executors.exists("ex1")
+    service.fetch_once()
+    waiting = run_task(service, task)
+    assert service.executor_tasks.exists(task.id)  # the fetch waits for the executor
+    assert (waiting.setup_log_fetch, waiting.step_log_fetch) == (
+        FetchPhase.NOTSTARTED,
+        [FetchPhase.NOTSTARTED],
+    )
+
+    live.executor.run_once()  # it registers again, with the task's files on its disk
+    assert service.executors.exists("ex1")
+    service.fetch_once()
+    fetched = run_task(service, task)
+    assert (fetched.setup_log_fetch, fetched.step_log_fetch) == (FetchPhase.FINISHED, [FetchPhase.FINISHED])
+    assert not service.executor_tasks.exists(task.id)
+    with service.store.open_log(task.id, 0) as log:
+        assert b"hello" in log.read()
+    service.schedule_once()
+    run = service.runs.get(task.run_id)
+    assert (run.phase, run.result) == (RunPhase.FINISHED, RunResult.SUCCESS)
+
+
+def test_the_fetch_gives_up_once_the_executor_stayed_gone_past_the_timeout(live: Live) -> None:
+    service = live.service
+    task = live.finished_task()
+    before_last_report = time.monotonic()
+    live.executor.run_once()  # its last status report
+    live.executor.stop()  # gone, and never back
+    live.client.request("DELETE", "/api/v1/executors/ex1")
+    service.fetch_once()
+    assert service.executor_tasks.exists(task.id)  # not yet: it may come back
+
+    def given_up() -> RunTask | None:
+        service.fetch_once()
+        return None if service.executor_tasks.exists(task.id) else run_task(service, task)
+
+    gone = wait_for("the fetch to give up", given_up, timeout=TIMEOUT.total_seconds() + 15)
+    assert time.monotonic() - before_last_report >= TIMEOUT.total_seconds() - 0.1
+    assert (gone.setup_log_fetch, gone.step_log_fetch) == (FetchPhase.UNAVAILABLE, [FetchPhase.UNAVAILABLE])
+    service.schedule_once()
+    assert service.runs.get(task.run_id).phase is RunPhase.FINISHED
+
+
+def test_the_fetch_gives_up_at_once_on_a_reaped_executor(service: RunService) -> None:
+    task = assigned(service, HELLO)
+    report = ExecutorTaskStatus(ExecutorTaskPhase.SUCCESS, NOW, NOW, step_states=[SUCCEEDED])
+    service.executor_task_status(task.id, report)
+    silent = attrs.evolve(
+        service.executors.get("ex1"), last_status_time=datetime.now(timezone.utc) - 2 * TIMEOUT
+    )
+    service.executors.put("ex1", silent)
+    service.executor_timeout = TIMEOUT
+    service.reap_executors_once()  # silent past the timeout: deleted, and not waited for
+    assert not service.executors.exists("ex1")
+    service.fetch_once()
+    assert not service.executor_tasks.exists(task.id)
+    assert run_task(service, task).setup_log_fetch is FetchPhase.UNAVAILABLE
+
+
+# -- 3. a bad report is refused, and a bad document stalls nothing else ------------------------
+
+
+@pytest.fixture
+def api(service: RunService) -> Iterator[str]:
+    server = ServerThread(RunServiceApp(service)).start()
+    yield server.url
+    server.stop()
+
+
+def put_status(url: str, task_id: str, status: ExecutorTaskStatus) -> tuple[int, dict[str, str]]:
+    response = urllib3.request(
+        "PUT", f"{url}/api/v1/executortasks/{task_id}/status", body=codec.dumps(status), retries=False
+    )
+    return response.status, json.loads(response.data)
+
+
+FAILED_STEP = StepState(ExecutorTaskPhase.FAILED, NOW, NOW, 1)
+RUNNING_STEP = StepState(ExecutorTaskPhase.RUNNING, NOW)
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (ExecutorTaskStatus(ExecutorTaskPhase.SUCCESS, NOW, NOW, [SUCCEEDED] * 3), "not 3"),
+        (ExecutorTaskStatus(ExecutorTaskPhase.RUNNING, NOW, None, [RUNNING_STEP] * 3), "not 3"),
+        (ExecutorTaskStatus(ExecutorTaskPhase.RUNNING, NOW, None, [RUNNING_STEP]), "not 1"),
+        (ExecutorTaskStatus(ExecutorTaskPhase.SUCCESS, NOW, NOW, [SUCCEEDED, FAILED_STEP]), "succeeded"),
+        (ExecutorTaskStatus(ExecutorTaskPhase.FAILED, NOW, NOW, [SUCCEEDED, RUNNING_STEP]), "still running"),
+        (ExecutorTaskStatus(ExecutorTaskPhase.CANCELLED, None, NOW, [SUCCEEDED, StepState()]), "cancelled"),
+        (ExecutorTaskStatus(ExecutorTaskPhase.SUCCESS, LATER, NOW, [SUCCEEDED] * 2), "before it starts"),
+        (
+            ExecutorTaskStatus(
+                ExecutorTaskPhase.FAILED, NOW, LATER, [StepState(ExecutorTaskPhase.FAILED, LATER, NOW, 1)] * 2
+            ),
+            "step 0",
+        ),
+    ],
+    ids=[
+        "too-many",
+        "too-many-running",
+        "too-few",
+        "success-failed-step",
+        "running-step",
+        "cancelled",
+        "times",
+        "step-times",
+    ],
+)
+def test_a_report_that_does_not_fit_the_steps_is_refused(
+    service: RunService, api: str, status: ExecutorTaskStatus, message: str
+) -> None:
+    task = assigned(service)
+    before = snapshot(service)
+    code, answer = put_status(api, task.id, status)
+    assert (code, answer["kind"]) == (400, "bad_request"), answer
+    assert message in answer["message"] and task.id in answer["message"]
+    assert snapshot(service) == before
+    service.fetch_once()  # and nothing for the fetcher to trip over
+    assert snapshot(service) == before
+
+
+def test_bad_documents_stall_no_other_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="runstore.service.runservice")
+    service = RunService(MemoryStorage(), interval=POLL)
+    # Written by other means, named to come first in every listing: a run whose finished
+    # task has one step state too many (and its executor task), and unreadable documents.
+    steps = [Step(StepKind.RUN, command="true")]
+    bad_task = attrs.evolve(
+        fresh_task("bad", steps, [], {}),
+        id="task-0-bad",
+        status=TaskStatus.SUCCESS,
+        step_states=[SUCCEEDED, SUCCEEDED],
+    )
+    service.runs.put("run-0-bad", Run("run-0-bad", GROUP, "projects/p1", [bad_task], phase=RunPhase.RUNNING))
+    bad_executor_task = ExecutorTask(
+        "task-0-bad",
+        "run-0-bad",
+        "ex1",
+        "bad",
+        steps,
+        phase=ExecutorTaskPhase.SUCCESS,
+        step_states=[SUCCEEDED] * 2,
+    )
+    service.executor_tasks.put("task-0-bad", bad_executor_task)
+    service.storage.write("runservice/runs/run-0-garbage.json", b"{not json")
+    service.storage.write("runservice/executortasks/task-0-garbage.json", b'{"id": 5}')
+    service.storage.write("runservice/executors/ex0-garbage.json", b"[]")
+    server = serve(service)
+    executor = Executor(
+        server.url, tmp_path / "executor", executor_id="ex1", active_tasks_limit=3, interval=POLL
+    ).start()
+    try:
+        runs = [service.create_run(HELLO, GROUP), service.create_run(TWO, GROUP)]
+
+        def finished() -> list[Run] | None:
+            current = [service.runs.get(run.id) for run in runs]
+            return current if all(run.phase is RunPhase.FINISHED for run in current) else None
+
+        hello, two = wait_for("the good runs to finish", finished)
+        assert hello.result is RunResult.SUCCESS and hello.tasks[0].fetched
+        with service.store.open_log(hello.tasks[0].id, 0) as log:
+            assert b"hello" in log.read()
+        assert two.tasks[0].status.finished and two.tasks[0].fetched
+    finally:
+        executor.stop()
+        server.stop()
+        service.stop()
+    assert service.executor_tasks.exists("task-0-bad")  # the bad one stays, for a human to look at
+    errors = [
+        record
+        for record in caplog.records
+        if record.levelno >= logging.ERROR and "fetching task task-0-bad" in record.getMessage()
+    ]
+    assert len(errors) == 1 and "IndexError" in errors[0].getMessage()  # logged once, not every pass
