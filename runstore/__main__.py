@@ -9,8 +9,6 @@ import sys
 import threading
 from datetime import timedelta
 
-from objstore import PosixStorage
-
 from .service.errors import LeaseHeldError
 from .service.http import listen_address
 
@@ -33,6 +31,8 @@ def _wait_for_signal() -> None:
 
 
 def runservice(args: argparse.Namespace) -> int:
+    from objstore import PosixStorage  # (here: the executor's process never imports objstore)
+
     from .service.api import serve
     from .service.runservice import RunService
 
