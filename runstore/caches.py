@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import BinaryIO
 
 import attrs
@@ -10,6 +10,7 @@ import attrs
 from objstore import AlreadyExistsError, Data, NotExistError, ObjectInfo, Storage
 
 from .cache_groups import CacheGroup, check_cache_key
+from .clock import now
 from .errors import InvalidIdError
 
 _SUFFIX = ".tar"
@@ -112,7 +113,7 @@ class CacheStore:
         """Delete the caches created more than ``older_than`` ago; how many."""
         if older_than < timedelta(0):
             raise InvalidIdError("age", older_than, "an age is not negative")
-        limit = datetime.now(timezone.utc) - older_than
+        limit = now() - older_than
         old = [info.key for _, info in self._caches() if info.last_modified < limit]
         self._storage.delete_many(old)
         return len(old)

@@ -23,12 +23,14 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import Callable, Generator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import TypeVar
 
 import attrs
 
 from objstore import AlreadyExistsError, ObjectInfo, Storage
+
+from .clock import now
 
 T = TypeVar("T")
 Steps = Generator[str, None, T]
@@ -153,7 +155,7 @@ class SharedArea:
         """
         objects = [entry for entry in self.storage.list(self.root) if isinstance(entry, ObjectInfo)]
         yield "area listed"
-        old = datetime.now(timezone.utc) - grace
+        old = now() - grace
         removed = 0
         markers = [info for info in objects if info.key.startswith(self.root + "runs/")]
         for info in markers:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from runstore.clock import now
+from runstore.errors import InvalidIdError
+from runstore.ids import parse_step
 from runstore.service.errors import BadRequestError, InternalError, NotExistError
 from runstore.service.http import JsonApp, ServerThread, json_response, read_json
 from runstore.service.model import (
@@ -35,7 +37,7 @@ class RunserviceStandIn(JsonApp):
             Rule("/api/v1/executors/<executor_id>", endpoint="delete_executor", methods=["DELETE"]),
             Rule("/api/v1/executors/<executor_id>/tasks", endpoint="get_tasks", methods=["GET"]),
             Rule("/api/v1/executortasks/<task_id>/status", endpoint="put_status", methods=["PUT"]),
-            Rule("/api/v1/workspacearchives/<task_id>/<int:step>", endpoint="get_archive", methods=["GET"]),
+            Rule("/api/v1/workspacearchives/<task_id>/<step>", endpoint="get_archive", methods=["GET"]),
             Rule("/api/v1/caches", endpoint="get_cache", methods=["GET"]),
             Rule("/api/v1/caches", endpoint="put_cache", methods=["PUT"]),
         ]
@@ -108,7 +110,7 @@ class RunserviceStandIn(JsonApp):
             listen_url=status.listen_url,
             active_tasks_limit=status.active_tasks_limit,
             active_tasks=status.active_tasks,
-            last_status_time=datetime.now(timezone.utc),
+            last_status_time=now(),
         )
         with self.lock:
             self.executors[executor_id] = executor
@@ -144,9 +146,13 @@ class RunserviceStandIn(JsonApp):
             self.max_running = max(self.max_running, running)
         return json_response({})
 
-    def get_archive(self, request: Request, task_id: str, step: int) -> Response:
+    def get_archive(self, request: Request, task_id: str, step: str) -> Response:
+        try:
+            number = parse_step(step)  # the runservice's rule
+        except InvalidIdError as exc:
+            raise BadRequestError(str(exc)) from exc
         with self.lock:
-            data = self.archives.get((task_id, step))
+            data = self.archives.get((task_id, number))
         if data is None:
             raise NotExistError(f"no archive of step {step} of task {task_id}")
         return Response(data, content_type="application/x-tar")

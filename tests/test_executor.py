@@ -678,6 +678,29 @@ def test_http_errors_are_json(executors: MakeExecutor, path: str, status: int, k
     assert body["kind"] == kind and body["message"]
 
 
+@pytest.mark.parametrize("kind", ["logs", "archives"])
+@pytest.mark.parametrize(
+    ("step", "named"),
+    [
+        ("01", "'01'"),
+        ("-1", "'-1'"),
+        ("+1", "'+1'"),
+        ("%201", "' 1'"),
+        ("x", "'x'"),
+        ("1234567890", "'1234567890'"),
+    ],
+)
+def test_a_step_breaking_the_rule_is_a_400_naming_it(
+    executors: MakeExecutor, kind: str, step: str, named: str
+) -> None:
+    """The runservice's rule (runstore.ids.parse_step): a decimal int >= 0 without leading zeros."""
+    executor = executors()
+    response = get(f"{executor.url}/api/v1/tasks/t1/{kind}/{step}")
+    body = json.loads(response.data)
+    assert (response.status, body["kind"]) == (400, "bad_request"), body
+    assert f"invalid step {named}" in body["message"]
+
+
 def test_http_serves_only_get(tmp_path: Path) -> None:
     # No runservice answers this executor, so its loop never removes the unassigned t1.
     executor = Executor("http://127.0.0.1:1", tmp_path / "data", executor_id=EXECUTOR_ID, interval=0.05)

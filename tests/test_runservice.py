@@ -92,8 +92,8 @@ def test_only_allowed_transitions_are_applied(service: RunService) -> None:
     )
     service.executor_task_status(task_id, running)
     assert service.runs.get(run_id).tasks[0].status is TaskStatus.RUNNING
-    service.executor_task_status(task_id, ExecutorTaskStatus(ExecutorTaskPhase.CANCELLED))
-    assert service.runs.get(run_id).tasks[0].status is TaskStatus.RUNNING  # cancelled needs notstarted
+    service.executor_task_status(task_id, ExecutorTaskStatus(ExecutorTaskPhase.NOTSTARTED))
+    assert service.runs.get(run_id).tasks[0].status is TaskStatus.RUNNING  # never back to notstarted
     service.executor_task_status(
         task_id, ExecutorTaskStatus(ExecutorTaskPhase.FAILED, NOW, NOW, error="boom")
     )
@@ -195,7 +195,7 @@ def call(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[st
         ("GET", "/api/v1/runs/nope", None, 404, "does not exist"),
         ("DELETE", "/api/v1/runs/nope", None, 404, "does not exist"),
         ("POST", "/api/v1/runs?group=/project/p/branch/b", b'{"tasks": []}', 400, "at least one task"),
-        ("GET", "/api/v1/workspacearchives/t1/x", None, 400, "archive step"),
+        ("GET", "/api/v1/workspacearchives/t1/x", None, 400, "invalid step 'x'"),
         ("GET", "/api/v1/workspacearchives/t1/0", None, 404, "no archive"),
         ("GET", "/api/v1/caches?group=projects/p1", None, 400, "key"),
         ("GET", "/api/v1/caches?group=../x&key=k", None, 400, "cache group"),
@@ -212,6 +212,42 @@ def test_bad_requests_get_4xx_and_change_nothing(
     assert answer["kind"] in ("bad_request", "not_exist") or status == 405
     assert message in str(answer["message"])
     assert sorted(entry.key for entry in service.storage.list()) == before
+
+
+# One rule for a step in a URL, on every endpoint that takes one: a decimal int >= 0
+# without leading zeros, below the task's step count where that is known.
+BAD_STEPS = [
+    ("01", "'01'"),
+    ("-1", "'-1'"),
+    ("+1", "'+1'"),
+    ("%201", "' 1'"),
+    ("x", "'x'"),
+    ("1234567890", "'1234567890'"),
+]
+
+
+@pytest.mark.parametrize(("step", "named"), BAD_STEPS)
+def test_an_archive_step_breaking_the_rule_is_a_400_naming_it(api: str, step: str, named: str) -> None:
+    status, answer = call("GET", f"{api}/api/v1/workspacearchives/t1/{step}")
+    assert (status, answer["kind"]) == (400, "bad_request"), answer
+    assert f"invalid step {named}" in str(answer["message"])
+
+
+@pytest.mark.parametrize(("step", "named"), [*BAD_STEPS, ("2", "'2'"), ("10", "'10'")])
+def test_a_log_step_breaking_the_rule_is_a_400_naming_it(
+    api: str, service: RunService, step: str, named: str
+) -> None:
+    run = service.create_run(ONE, "/project/p1/branch/main")  # its task has 2 steps
+    status, answer = call("GET", f"{api}/api/v1/runs/{run.id}/tasks/build/logs/{step}")
+    assert (status, answer["kind"]) == (400, "bad_request"), answer
+    assert f"invalid step {named}" in str(answer["message"])
+
+
+@pytest.mark.parametrize("step", ["setup", "0", "1"])
+def test_a_log_step_within_the_rule_is_looked_up(api: str, service: RunService, step: str) -> None:
+    run = service.create_run(ONE, "/project/p1/branch/main")
+    status, answer = call("GET", f"{api}/api/v1/runs/{run.id}/tasks/build/logs/{step}")
+    assert (status, answer["kind"]) == (404, "not_exist"), answer  # no log yet
 
 
 def test_internal_errors_do_not_leak(api: str, service: RunService, monkeypatch: pytest.MonkeyPatch) -> None:

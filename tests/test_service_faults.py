@@ -329,7 +329,10 @@ RUNNING_STEP = StepState(ExecutorTaskPhase.RUNNING, NOW)
         (ExecutorTaskStatus(ExecutorTaskPhase.RUNNING, NOW, None, [RUNNING_STEP]), "not 1"),
         (ExecutorTaskStatus(ExecutorTaskPhase.SUCCESS, NOW, NOW, [SUCCEEDED, FAILED_STEP]), "succeeded"),
         (ExecutorTaskStatus(ExecutorTaskPhase.FAILED, NOW, NOW, [SUCCEEDED, RUNNING_STEP]), "still running"),
-        (ExecutorTaskStatus(ExecutorTaskPhase.CANCELLED, None, NOW, [SUCCEEDED, StepState()]), "cancelled"),
+        (
+            ExecutorTaskStatus(ExecutorTaskPhase.NOTSTARTED, step_states=[SUCCEEDED, StepState()]),
+            "notstarted",
+        ),
         (ExecutorTaskStatus(ExecutorTaskPhase.SUCCESS, LATER, NOW, [SUCCEEDED] * 2), "before it starts"),
         (
             ExecutorTaskStatus(
@@ -344,7 +347,7 @@ RUNNING_STEP = StepState(ExecutorTaskPhase.RUNNING, NOW)
         "too-few",
         "success-failed-step",
         "running-step",
-        "cancelled",
+        "notstarted-step-ran",
         "times",
         "step-times",
     ],

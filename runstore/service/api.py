@@ -7,10 +7,11 @@ from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import wrap_file
 
 from objstore import NotExistError as ObjectMissing
+from objstore import RemoteError
 
 from ..cache_groups import CacheGroup, check_cache_key
 from ..errors import InvalidIdError
-from ..ids import check_archive_step, check_id, check_step
+from ..ids import check_id, parse_log_step, parse_step
 from .errors import BadRequestError, NotExistError
 from .http import JsonApp, ServerThread, json_response, read_body, read_json
 from .model import ExecutorStatus, ExecutorTaskStatus, RunConfig
@@ -27,16 +28,17 @@ def _id(kind: str, value: str) -> str:
         raise BadRequestError(str(exc)) from exc
 
 
-def _step(value: str) -> int | str:
+def _log_step(value: str, count: int) -> int | str:
     try:
-        return check_step(value if value == "setup" else int(value))
-    except (ValueError, InvalidIdError) as exc:
-        raise BadRequestError(f"invalid step {value!r}: a step is an int >= 0 or 'setup'") from exc
+        return parse_log_step(value, count)
+    except InvalidIdError as exc:
+        raise BadRequestError(f'{exc} (or "setup")') from exc
 
 
 class RunServiceApp(JsonApp):
-    """Routes requests to a :class:`RunService`."""
+    """Routes requests to a :class:`RunService`; a storage failure answers 503 ``unavailable``."""
 
+    unavailable_errors = (RemoteError,)
     routes = Map(
         [
             Rule("/api/v1/executors/<executor_id>", methods=["PUT"], endpoint="put_executor"),
@@ -83,9 +85,9 @@ class RunServiceApp(JsonApp):
 
     def archive(self, request: Request, task_id: str, step: str) -> Response:
         try:
-            number = check_archive_step(int(step))
-        except (ValueError, InvalidIdError) as exc:
-            raise BadRequestError(f"invalid archive step {step!r}") from exc
+            number = parse_step(step)
+        except InvalidIdError as exc:
+            raise BadRequestError(str(exc)) from exc
         try:
             stream = self.service.store.open_archive(_id("task id", task_id), number)
         except ObjectMissing as exc:
@@ -158,7 +160,7 @@ class RunServiceApp(JsonApp):
         except KeyError:
             raise NotExistError(f"run {run_id!r} has no task {task_name!r}") from None
         try:
-            stream = self.service.store.open_log(task.id, _step(step))
+            stream = self.service.store.open_log(task.id, _log_step(step, len(task.steps)))
         except ObjectMissing as exc:
             raise NotExistError(f"task {task_name!r} of run {run_id!r} has no log {step!r} (yet)") from exc
         return Response(

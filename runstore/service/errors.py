@@ -18,16 +18,24 @@ class ErrorKind(enum.Enum):
     CONFLICT = "conflict"
     TOO_LARGE = "too_large"
     INTERNAL = "internal"
+    UNAVAILABLE = "unavailable"
 
     @property
     def status(self) -> int:
         return _STATUS[self]
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed later (a dependency such as the store failed)."""
+        return self is ErrorKind.UNAVAILABLE
 
     @classmethod
     def from_status(cls, status: int) -> ErrorKind:
         for kind, code in _STATUS.items():
             if code == status:
                 return kind
+        if status in (502, 504):  # a gateway's answer: the component behind it did not
+            return cls.UNAVAILABLE
         return cls.BAD_REQUEST if 400 <= status < 500 else cls.INTERNAL
 
 
@@ -39,6 +47,7 @@ _STATUS = {
     ErrorKind.CONFLICT: 409,
     ErrorKind.TOO_LARGE: 413,
     ErrorKind.INTERNAL: 500,
+    ErrorKind.UNAVAILABLE: 503,
 }
 
 
@@ -50,6 +59,12 @@ class ServiceError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed later: the kind is ``unavailable`` (for a
+        :class:`RemoteServiceError`, the kind the other component answered)."""
+        return self.kind.retryable
 
 
 class BadRequestError(ServiceError):
@@ -80,6 +95,12 @@ class TooLargeError(ServiceError):
 
 class InternalError(ServiceError):
     kind = ErrorKind.INTERNAL
+
+
+class UnavailableError(ServiceError):
+    """A dependency (the store) failed for now; the same request may succeed later."""
+
+    kind = ErrorKind.UNAVAILABLE
 
 
 class RemoteServiceError(ServiceError):

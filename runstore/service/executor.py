@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from runstore.clock import now
 from runstore.errors import InvalidIdError
 from runstore.ids import check_id
 
@@ -37,13 +38,12 @@ from .executor_files import TaskFiles
 from .executor_steps import StepLog
 from .executor_task import (
     ENDED,
+    RESTARTED,
     STOPPED,
     UNASSIGNED,
     TaskRunner,
-    orphan_status,
     status_of,
     status_path,
-    utc_now,
 )
 from .http import ServerThread, ServiceClient, listen_address
 from .model import ExecutorStatus, ExecutorTask, ExecutorTaskPhase
@@ -185,7 +185,7 @@ class Executor:
 
     def _fail_orphan(self, task: ExecutorTask) -> None:
         """Mark failed a task that was running here before a restart."""
-        status = orphan_status(task, utc_now())
+        status = status_of(task.failed(RESTARTED, now()))
         if task.id not in self._orphans_noted:
             files = TaskFiles.of(self.tasks_dir, task.id)
             for index, state in enumerate(task.step_states):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -12,12 +11,12 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from runstore.errors import InvalidIdError
+from runstore.ids import parse_log_step, parse_step
 
 from .errors import BadRequestError, NotExistError
 from .executor_files import TaskFiles
 from .http import JsonApp
 
-_STEP = re.compile(r"0|[1-9][0-9]{0,8}")
 _CHUNK = 1 << 16
 
 
@@ -36,11 +35,19 @@ class ExecutorApp(JsonApp):
 
     def get_log(self, request: Request, task_id: str, step: str) -> Response:
         files = self._files(task_id)
-        path = files.setup_log if step == "setup" else files.step_log(_step_number(step, 'or "setup"'))
+        try:
+            number = parse_log_step(step)
+        except InvalidIdError as exc:
+            raise BadRequestError(f'{exc} (or "setup")') from exc
+        path = files.step_log(number) if isinstance(number, int) else files.setup_log
         return _file_response(path, "text/plain; charset=utf-8", f"log {step} of task {task_id}")
 
     def get_archive(self, request: Request, task_id: str, step: str) -> Response:
-        path = self._files(task_id).archive(_step_number(step))
+        try:
+            number = parse_step(step)
+        except InvalidIdError as exc:
+            raise BadRequestError(str(exc)) from exc
+        path = self._files(task_id).archive(number)
         return _file_response(path, "application/x-tar", f"archive of step {step} of task {task_id}")
 
     def _files(self, task_id: str) -> TaskFiles:
@@ -48,12 +55,6 @@ class ExecutorApp(JsonApp):
             return TaskFiles.of(self._tasks_dir, task_id)
         except InvalidIdError as exc:
             raise BadRequestError(str(exc)) from exc
-
-
-def _step_number(text: str, alternative: str = "") -> int:
-    if not _STEP.fullmatch(text):
-        raise BadRequestError(f"invalid step {text!r}: a step is an int >= 0 {alternative}".rstrip())
-    return int(text)
 
 
 def _file_response(path: Path, content_type: str, what: str) -> Response:

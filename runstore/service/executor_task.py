@@ -11,9 +11,10 @@ import logging
 import os
 import shutil
 import threading
-from datetime import datetime, timezone
 
 import attrs
+
+from runstore.clock import now
 
 from .errors import ServiceError
 from .executor_files import TaskFiles
@@ -27,10 +28,6 @@ RESTARTED = "executor restarted"
 STOPPED = "executor stopped"
 UNASSIGNED = "the task is no longer assigned to this executor"
 ENDED = "the runservice ended the task"
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def status_path(task_id: str) -> str:
@@ -54,23 +51,6 @@ def task_environment(task: ExecutorTask, workspace: os.PathLike[str]) -> dict[st
     return {**base, **task.environment}
 
 
-def orphan_status(task: ExecutorTask, now: datetime) -> ExecutorTaskStatus:
-    """The failed status of a task that was running on this executor before it restarted."""
-    states = [
-        attrs.evolve(state, phase=ExecutorTaskPhase.FAILED, end_time=now)
-        if state.phase is ExecutorTaskPhase.RUNNING
-        else state
-        for state in task.step_states
-    ]
-    return ExecutorTaskStatus(
-        phase=ExecutorTaskPhase.FAILED,
-        start_time=task.start_time,
-        end_time=now,
-        step_states=states,
-        error=RESTARTED,
-    )
-
-
 class TaskRunner:
     """Runs one executor task's steps in a thread of its own, reporting each change."""
 
@@ -83,7 +63,7 @@ class TaskRunner:
         self._send_lock = threading.Lock()
         self._status = ExecutorTaskStatus(
             phase=ExecutorTaskPhase.RUNNING,
-            start_time=utc_now(),
+            start_time=now(),
             step_states=[StepState() for _ in task.steps],
         )
         self._cancellation = Cancellation()
@@ -156,7 +136,7 @@ class TaskRunner:
             error = f"internal error of the executor: {exc}"
         phase = ExecutorTaskPhase.FAILED if error else ExecutorTaskPhase.SUCCESS
         with self._lock:
-            self._status = attrs.evolve(self._status, phase=phase, end_time=utc_now(), error=error)
+            self._status = attrs.evolve(self._status, phase=phase, end_time=now(), error=error)
         self.report()
 
     def _prepare(self) -> str:
@@ -188,7 +168,7 @@ class TaskRunner:
 
     def _step(self, index: int, step: Step) -> str:
         """Run one step, reporting its start and end; an error message if it failed."""
-        start = utc_now()
+        start = now()
         self._set_step(index, StepState(ExecutorTaskPhase.RUNNING, start_time=start))
         context = StepContext(
             task=self.task,
@@ -214,7 +194,7 @@ class TaskRunner:
         except OSError as exc:
             error = f"cannot write the step's log: {exc}"
         phase = ExecutorTaskPhase.FAILED if error else ExecutorTaskPhase.SUCCESS
-        self._set_step(index, StepState(phase, start_time=start, end_time=utc_now(), exit_code=exit_code))
+        self._set_step(index, StepState(phase, start_time=start, end_time=now(), exit_code=exit_code))
         return f"step {index} ({describe(step)}) failed: {error}" if error else ""
 
     def _set_step(self, index: int, state: StepState) -> None:

@@ -1,10 +1,11 @@
 """HTTP plumbing shared by the runservice and the executor: werkzeug apps, a urllib3 client.
 
 Handlers raise :class:`ServiceError` subclasses; :class:`JsonApp` turns them (and
-werkzeug's own HTTP errors) into a status code and a JSON body, and turns any other
-exception into a plain "internal error" so no internals leak. :class:`ServiceClient`
-does the reverse: an error response becomes a :class:`RemoteServiceError` of the same
-kind.
+werkzeug's own HTTP errors) into a status code and a JSON body, a failure of a
+dependency (its ``unavailable_errors``: the runservice's are objstore's ``RemoteError``)
+into 503 ``unavailable``, and any other exception into a plain "internal error" so no
+internals leak. :class:`ServiceClient` does the reverse: an error response becomes a
+:class:`RemoteServiceError` of the same kind (``retryable`` if ``unavailable``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any, BinaryIO, TypeVar
+from typing import IO, Any, BinaryIO, ClassVar, TypeVar
 from urllib.parse import urlencode
 
 import urllib3
@@ -47,6 +48,19 @@ Handler = Callable[..., Response]
 def error_response(kind: ErrorKind, message: str) -> Response:
     body = json.dumps({"kind": kind.value, "message": message})
     return Response(body, status=kind.status, content_type="application/json")
+
+
+def unavailable_message(exc: Exception) -> str:
+    """What an ``unavailable`` answer says of a dependency's failure: its class and, if it has
+    them, its ``status`` and ``code`` (say, objstore's ``RemoteError``), not its message,
+    which may name keys, buckets, endpoints."""
+    details = ", ".join(
+        f"{name} {value}"
+        for name in ("status", "code")
+        if isinstance(value := getattr(exc, name, None), (int, str))
+    )
+    cause = f"{type(exc).__name__} ({details})" if details else type(exc).__name__
+    return f"the storage is unavailable: {cause}; retry later"
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -125,6 +139,9 @@ class JsonApp:
     """A WSGI app whose routes (werkzeug rules with ``endpoint`` = handler name) return Responses."""
 
     routes: Map
+    unavailable_errors: ClassVar[tuple[type[Exception], ...]] = ()
+    """Exceptions that mean a dependency (the store) failed for now: they answer 503
+    ``unavailable``, the original logged with its traceback; any other one answers 500."""
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
@@ -137,9 +154,13 @@ class JsonApp:
             kind = ErrorKind.from_status(exc.code or 500)
             response = error_response(kind, exc.description or exc.name)
             response.status_code = exc.code or 500
-        except Exception:
-            log.exception("internal error in %s %s", request.method, request.path)
-            response = error_response(ErrorKind.INTERNAL, "internal error")
+        except Exception as exc:
+            if isinstance(exc, self.unavailable_errors):
+                log.warning("a dependency failed in %s %s", request.method, request.path, exc_info=True)
+                response = error_response(ErrorKind.UNAVAILABLE, unavailable_message(exc))
+            else:
+                log.exception("internal error in %s %s", request.method, request.path)
+                response = error_response(ErrorKind.INTERNAL, "internal error")
         return response(environ, start_response)
 
 
@@ -210,9 +231,9 @@ class ServiceClient:
 
 
 class UnreachableError(ServiceError):
-    """The other component did not answer (connection refused, timeout)."""
+    """The other component did not answer (connection refused, timeout); ``retryable``."""
 
-    kind = ErrorKind.INTERNAL
+    kind = ErrorKind.UNAVAILABLE
 
 
 def _remote_error(status: int, raw: bytes) -> RemoteServiceError:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from objstore import AlreadyExistsError, NotExistError, OutcomeUnknownError, PreconditionFailedError, Storage
 
+from ..clock import now
 from .errors import LeaseHeldError
 
 LEASE_KEY = "runservice/lease"
@@ -24,7 +25,7 @@ class Lease:
         self._etag: str | None = None
 
     def _body(self) -> bytes:
-        expires = datetime.now(timezone.utc) + self.ttl
+        expires = now() + self.ttl
         return json.dumps({"owner": self.owner, "expires": expires.isoformat()}).encode()
 
     def try_acquire(self) -> bool:
@@ -43,9 +44,7 @@ class Lease:
             current = json.loads(self.storage.read_bytes(LEASE_KEY))
         except NotExistError:
             return self.try_acquire()
-        if current["owner"] != self.owner and datetime.fromisoformat(current["expires"]) > datetime.now(
-            timezone.utc
-        ):
+        if current["owner"] != self.owner and datetime.fromisoformat(current["expires"]) > now():
             return False
         try:
             self._etag = self.storage.write(LEASE_KEY, self._body(), if_match=info.etag)

@@ -61,14 +61,12 @@ class RunPhase(enum.Enum):
     QUEUED = "queued"
     RUNNING = "running"
     FINISHED = "finished"
-    CANCELLED = "cancelled"
 
 
 class RunResult(enum.Enum):
     UNKNOWN = "unknown"
     SUCCESS = "success"
     FAILED = "failed"
-    STOPPED = "stopped"
 
 
 class TaskStatus(enum.Enum):
@@ -76,8 +74,6 @@ class TaskStatus(enum.Enum):
     RUNNING = "running"
     SUCCESS = "success"
     FAILED = "failed"
-    STOPPED = "stopped"
-    CANCELLED = "cancelled"
     SKIPPED = "skipped"
 
     @property
@@ -88,10 +84,8 @@ class TaskStatus(enum.Enum):
 class ExecutorTaskPhase(enum.Enum):
     NOTSTARTED = "notstarted"
     RUNNING = "running"
-    STOPPED = "stopped"
     SUCCESS = "success"
     FAILED = "failed"
-    CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:
@@ -204,6 +198,18 @@ class ExecutorTask:
     end_time: datetime | None = None
     step_states: list[StepState] = attrs.field(factory=list)
     error: str = ""
+
+    def failed(self, error: str, end_time: datetime) -> ExecutorTask:
+        """This task failed at ``end_time`` with ``error``; its running steps fail then too."""
+        states = [
+            attrs.evolve(state, phase=ExecutorTaskPhase.FAILED, end_time=end_time)
+            if state.phase is ExecutorTaskPhase.RUNNING
+            else state
+            for state in self.step_states
+        ]
+        return attrs.evolve(
+            self, phase=ExecutorTaskPhase.FAILED, end_time=end_time, step_states=states, error=error
+        )
 
     def with_status(self, status: ExecutorTaskStatus) -> ExecutorTask:
         """This task as its executor reports it."""

@@ -17,19 +17,15 @@ _STARTED = (
     ExecutorTaskPhase.RUNNING,
     ExecutorTaskPhase.SUCCESS,
     ExecutorTaskPhase.FAILED,
-    ExecutorTaskPhase.STOPPED,
 )
-# The phases of a task that ran no step.
-_NO_STEP_RAN = (ExecutorTaskPhase.NOTSTARTED, ExecutorTaskPhase.CANCELLED)
 
 
 def check_report(task: ExecutorTask, status: ExecutorTaskStatus) -> None:
     """``BadRequestError`` naming what does not fit, unless ``status`` fits ``task``.
 
     A report gives one step state per step, or none (the step states stay as they are); a
-    task not started or cancelled has no step that started; a finished task has no step
-    still running; a task that succeeded has only steps that succeeded; nothing ends
-    before it starts.
+    task not started has no step that started; a finished task has no step still running;
+    a task that succeeded has only steps that succeeded; nothing ends before it starts.
     """
     states = status.step_states
     if states and len(states) != len(task.steps):
@@ -42,7 +38,7 @@ def check_report(task: ExecutorTask, status: ExecutorTaskStatus) -> None:
     for number, state in enumerate(states):
         step = f"step {number} of task {task.id!r}"
         _check_times(step, state.start_time, state.end_time)
-        if phase in _NO_STEP_RAN and state.phase is not ExecutorTaskPhase.NOTSTARTED:
+        if phase is ExecutorTaskPhase.NOTSTARTED and state.phase is not ExecutorTaskPhase.NOTSTARTED:
             raise BadRequestError(f"{step} is {state.phase.value}, but the task is {phase.value}")
         if phase.finished and state.phase is ExecutorTaskPhase.RUNNING:
             raise BadRequestError(f"{step} is still running, but the task is {phase.value}")

@@ -28,6 +28,7 @@ from objstore import AlreadyExistsError, Storage
 from objstore import NotExistError as ObjectMissing
 
 from ..cache_groups import CacheGroup
+from ..clock import now
 from ..errors import InvalidIdError
 from ..store import RunStore
 from .errors import BadRequestError, ConflictError, NotExistError, RemoteServiceError, ServiceError
@@ -59,7 +60,6 @@ from .tasks import (
     find_task,
     fresh_task,
     new_id,
-    now,
     parents_first,
     pending_fetches,
     replace_task,
@@ -179,7 +179,7 @@ class RunService:
     def delete_run(self, run_id: str) -> None:
         """Delete a finished run and drop its references to task data."""
         run = self.runs.get(run_id)
-        if run.phase not in (RunPhase.FINISHED, RunPhase.CANCELLED):
+        if run.phase is not RunPhase.FINISHED:
             raise ConflictError(f"run {run_id!r} is {run.phase.value}: only a finished run can be deleted")
         self.store.delete_run(run.id, [task.id for task in run.tasks if task.registered])
         self.runs.delete(run.id)
@@ -275,7 +275,7 @@ class RunService:
     def schedule_once(self) -> None:
         """Advance every unfinished run: skip, assign, start and finish tasks and runs."""
         for run in list(self._each(self.runs)):
-            if run.phase not in (RunPhase.FINISHED, RunPhase.CANCELLED):
+            if run.phase is not RunPhase.FINISHED:
                 self._attempt(f"advancing run {run.id}", functools.partial(self._advance, run.id))
 
     def _advance(self, run_id: str) -> None:
@@ -469,21 +469,7 @@ class RunService:
         ended = now()
 
         def fail(task: ExecutorTask) -> ExecutorTask | None:
-            if task.phase.finished:
-                return None
-            states = [
-                attrs.evolve(state, phase=ExecutorTaskPhase.FAILED, end_time=ended)
-                if state.phase is ExecutorTaskPhase.RUNNING
-                else state
-                for state in task.step_states
-            ]
-            return attrs.evolve(
-                task,
-                phase=ExecutorTaskPhase.FAILED,
-                end_time=ended,
-                step_states=states,
-                error="executor deleted",
-            )
+            return None if task.phase.finished else task.failed("executor deleted", ended)
 
         try:
             failed = self.executor_tasks.update(executor_task.id, fail)
@@ -597,4 +583,4 @@ class RunService:
             client.close()
 
 
-_BLOCKING = (TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.STOPPED, TaskStatus.CANCELLED)
+_BLOCKING = (TaskStatus.FAILED, TaskStatus.SKIPPED)

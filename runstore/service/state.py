@@ -9,7 +9,7 @@ from objstore import NotExistError as ObjectMissing
 from objstore import OutcomeUnknownError, PreconditionFailedError, Storage
 
 from . import codec
-from .errors import NotExistError
+from .errors import NotExistError, UnavailableError
 
 T = TypeVar("T")
 PREFIX = "runservice/"
@@ -52,7 +52,7 @@ class Documents(Generic[T]):
 
         A document id has one creator, so a create whose outcome was lost succeeded if
         the document exists now (others may have changed it since), and is tried again
-        if it does not.
+        if it does not; ``UnavailableError`` if every outcome was lost.
         """
         for _ in range(MAX_ATTEMPTS):
             try:
@@ -61,7 +61,7 @@ class Documents(Generic[T]):
             except OutcomeUnknownError:
                 if self.exists(doc_id):
                     return
-        raise RuntimeError(f"{self.kind[:-1]} {doc_id!r} could not be created: every outcome was lost")
+        raise UnavailableError(f"{self.kind[:-1]} {doc_id!r} could not be created: every outcome was lost")
 
     def put(self, doc_id: str, value: object) -> None:
         self.storage.write(self._key(doc_id), codec.dumps(value))
@@ -72,7 +72,8 @@ class Documents(Generic[T]):
         ``change`` returns the new document, or None to leave it as it is; applied to a
         document that already has the change, it returns None or an equal document (a
         write whose outcome was lost is retried from the document as it is then).
-        ``NotExistError`` if the document is missing.
+        ``NotExistError`` if the document is missing; ``UnavailableError`` if other writers
+        kept winning for ``MAX_ATTEMPTS`` attempts (the request may succeed later).
         """
         for _ in range(MAX_ATTEMPTS):
             current, etag = self.read(doc_id)
@@ -86,7 +87,7 @@ class Documents(Generic[T]):
             except ObjectMissing as exc:
                 raise NotExistError(f"{self.kind[:-1]} {doc_id!r} does not exist") from exc
             return new
-        raise RuntimeError(f"{self.kind[:-1]} {doc_id!r} kept changing")
+        raise UnavailableError(f"{self.kind[:-1]} {doc_id!r} kept changing: try again later")
 
     def delete(self, doc_id: str) -> None:
         self.storage.delete(self._key(doc_id))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import secrets
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
 from typing import BinaryIO
 
 import attrs
 
+from ..clock import now
 from ..store import RunStore
 from .model import ExecutorTaskPhase, FetchPhase, Run, RunTask, Step, StepKind, StepState
 
@@ -20,19 +20,13 @@ from .model import ExecutorTaskPhase, FetchPhase, Run, RunTask, Step, StepKind, 
 _ALLOWED_FROM: dict[ExecutorTaskPhase, tuple[ExecutorTaskPhase, ...]] = {
     ExecutorTaskPhase.RUNNING: (ExecutorTaskPhase.NOTSTARTED,),
     ExecutorTaskPhase.SUCCESS: (ExecutorTaskPhase.NOTSTARTED, ExecutorTaskPhase.RUNNING),
-    ExecutorTaskPhase.STOPPED: (ExecutorTaskPhase.NOTSTARTED, ExecutorTaskPhase.RUNNING),
     ExecutorTaskPhase.FAILED: (ExecutorTaskPhase.NOTSTARTED, ExecutorTaskPhase.RUNNING),
-    ExecutorTaskPhase.CANCELLED: (ExecutorTaskPhase.NOTSTARTED,),
 }
 
 
 def allowed(current: ExecutorTaskPhase, new: ExecutorTaskPhase) -> bool:
     """Whether a task in phase ``current`` may move to ``new``."""
     return current in _ALLOWED_FROM.get(new, ())
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def new_id(prefix: str) -> str:
