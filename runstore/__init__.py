@@ -11,11 +11,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .cache_groups import CacheGroup, cache_group_for_direct_run, cache_group_for_project
-    from .caches import CacheStore, RestoredCache
-    from .errors import InvalidIdError, RunstoreError
-    from .sharing import CollectReport
-    from .store import RunStore
+    from runstore.cache_groups import CacheGroup, cache_group_for_direct_run, cache_group_for_project
+    from runstore.caches import CacheStore, RestoredCache
+    from runstore.errors import InvalidIdError, RunstoreError
+    from runstore.sharing import CollectReport
+    from runstore.store import RunStore
 
 #: Each public name and the module that defines it.
 _HOMES = {

@@ -9,8 +9,8 @@ import sys
 import threading
 from datetime import timedelta
 
-from .service.errors import LeaseHeldError
-from .service.http import listen_address
+from runstore.contract.errors import LeaseHeldError
+from runstore.contract.http import listen_address
 
 
 def _seconds(text: str) -> timedelta:
@@ -32,9 +32,8 @@ def _wait_for_signal() -> None:
 
 def runservice(args: argparse.Namespace) -> int:
     from objstore import PosixStorage  # (here: the executor's process never imports objstore)
-
-    from .service.api import serve
-    from .service.runservice import RunService
+    from runstore.runservice.api import serve
+    from runstore.runservice.service import RunService
 
     service = RunService(PosixStorage(args.store), executor_timeout=args.executor_timeout)
     host, port = args.listen
@@ -51,7 +50,7 @@ def runservice(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .service import executor
+    from runstore.executor import executor
 
     parser = argparse.ArgumentParser(prog="python -m runstore")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     if args.command == "runservice":
         return runservice(args)
-    from .demo import demo
+    from runstore.demo import demo
 
     return demo(args.store)
 

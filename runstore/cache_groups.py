@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import attrs
 
-from .errors import InvalidIdError
-from .ids import check_id
+from runstore.errors import InvalidIdError
+from runstore.ids import check_id
 
 MAX_CACHE_KEY_LENGTH = 200
 _GROUP_RULE = 'a cache group is "projects/<id>", "users/<id>/repos/<repository uuid>" or "groups/<name>"'

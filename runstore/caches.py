@@ -8,10 +8,9 @@ from typing import BinaryIO
 import attrs
 
 from objstore import AlreadyExistsError, Data, NotExistError, ObjectInfo, Storage
-
-from .cache_groups import CacheGroup, check_cache_key
-from .clock import now
-from .errors import InvalidIdError
+from runstore.cache_groups import CacheGroup, check_cache_key
+from runstore.clock import now
+from runstore.errors import InvalidIdError
 
 _SUFFIX = ".tar"
 

@@ -9,11 +9,10 @@ import tempfile
 import time
 
 from objstore import NotExistError, PosixStorage
-
-from .service.api import serve
-from .service.executor import Executor
-from .service.model import Run, RunConfig, RunPhase, Step, StepKind, TaskConfig
-from .service.runservice import RunService
+from runstore.contract.model import Run, RunConfig, RunPhase, Step, StepKind, TaskConfig
+from runstore.executor.executor import Executor
+from runstore.runservice.api import serve
+from runstore.runservice.service import RunService
 
 PIPELINE = RunConfig(
     tasks=[

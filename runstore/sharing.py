@@ -29,8 +29,7 @@ from typing import TypeVar
 import attrs
 
 from objstore import AlreadyExistsError, ObjectInfo, Storage
-
-from .clock import now
+from runstore.clock import now
 
 T = TypeVar("T")
 Steps = Generator[str, None, T]

@@ -7,11 +7,10 @@ from datetime import timedelta
 from typing import BinaryIO
 
 from objstore import AlreadyExistsError, CommonPrefix, Data, Storage
-
-from .cache_groups import CacheGroup
-from .caches import CacheStore
-from .ids import check_archive_step, check_id, check_step
-from .sharing import CollectReport, SharedArea, Steps, run_steps
+from runstore.cache_groups import CacheGroup
+from runstore.caches import CacheStore
+from runstore.ids import check_archive_step, check_id, check_step
+from runstore.sharing import CollectReport, SharedArea, Steps, run_steps
 
 LOGS = "logs/"
 ARCHIVES = "workspacearchives/"

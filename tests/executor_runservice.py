@@ -15,17 +15,17 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from runstore.clock import now
-from runstore.errors import InvalidIdError
-from runstore.ids import parse_step
-from runstore.service.errors import BadRequestError, InternalError, NotExistError
-from runstore.service.http import JsonApp, ServerThread, json_response, read_json
-from runstore.service.model import (
+from runstore.contract.errors import BadRequestError, InternalError, NotExistError
+from runstore.contract.http import JsonApp, ServerThread, json_response, read_json
+from runstore.contract.model import (
     Executor,
     ExecutorStatus,
     ExecutorTask,
     ExecutorTaskPhase,
     ExecutorTaskStatus,
 )
+from runstore.errors import InvalidIdError
+from runstore.ids import parse_step
 
 
 class RunserviceStandIn(JsonApp):

@@ -26,13 +26,13 @@ from objstore import MemoryStorage, Storage
 from objstore.posix import PosixStorage
 from runstore import CacheGroup, InvalidIdError, RunStore, cache_group_for_direct_run, cache_group_for_project
 from runstore.cache_groups import MAX_CACHE_KEY_LENGTH
-from runstore.service.api import RunServiceApp, serve
-from runstore.service.codec import to_data
-from runstore.service.errors import BadRequestError
-from runstore.service.executor import Executor
-from runstore.service.http import ServerThread
-from runstore.service.model import Run, RunConfig, RunPhase, Step, StepKind, TaskConfig
-from runstore.service.runservice import RunService
+from runstore.contract.codec import to_data
+from runstore.contract.errors import BadRequestError
+from runstore.contract.http import ServerThread
+from runstore.contract.model import Run, RunConfig, RunPhase, Step, StepKind, TaskConfig
+from runstore.executor.executor import Executor
+from runstore.runservice.api import RunServiceApp, serve
+from runstore.runservice.service import RunService
 
 # Few, overlapping names, so that groups share ids and keys are prefixes of each other
 # and of the parts of other groups' paths.

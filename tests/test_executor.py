@@ -23,11 +23,8 @@ from typing import Any
 import pytest
 import urllib3
 
-from runstore.errors import InvalidIdError
-from runstore.service.errors import ServiceError
-from runstore.service.executor import Executor, main
-from runstore.service.executor_files import ArchiveError, workspace_path, write_tar
-from runstore.service.model import (
+from runstore.contract.errors import ServiceError
+from runstore.contract.model import (
     ArchiveRef,
     ExecutorTask,
     ExecutorTaskPhase,
@@ -35,6 +32,9 @@ from runstore.service.model import (
     StepKind,
     StepState,
 )
+from runstore.errors import InvalidIdError
+from runstore.executor.executor import Executor, main
+from runstore.executor.files import ArchiveError, workspace_path, write_tar
 from tests.executor_runservice import RunserviceStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -488,7 +488,7 @@ def test_never_more_tasks_at_once_than_the_limit(
 
 def start_cli(runservice: RunserviceStandIn, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
     """An executor process on ``tmp_path/data``, and its URL from its ``LISTENING`` line."""
-    command = [sys.executable, "-m", "runstore.service.executor", "--runservice", runservice.url]
+    command = [sys.executable, "-m", "runstore.executor.executor", "--runservice", runservice.url]
     command += [
         "--data",
         str(tmp_path / "data"),

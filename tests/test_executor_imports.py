@@ -10,9 +10,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What the executor's process must never load.
-FORBIDDEN = ("objstore", "runstore.store", "runstore.caches", "runstore.sharing", "runstore.service.state")
+FORBIDDEN = ("objstore", "runstore.store", "runstore.caches", "runstore.sharing", "runstore.runservice.state")
 EXECUTOR_MODULES = sorted(
-    f"runstore.service.{path.stem}" for path in (ROOT / "runstore" / "service").glob("executor*.py")
+    f"runstore.executor.{path.stem}" for path in (ROOT / "runstore" / "executor").glob("*.py")
+    if path.stem != "__init__"
 )
 
 
@@ -44,7 +45,7 @@ def test_no_executor_module_names_a_storage_module() -> None:
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
-                base = "runstore.service" if node.level == 1 else "runstore" if node.level == 2 else ""
+                base = "runstore.executor" if node.level == 1 else "runstore" if node.level == 2 else ""
                 names = [".".join(filter(None, [base, node.module or ""]))]
             else:
                 continue

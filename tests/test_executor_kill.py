@@ -23,10 +23,10 @@ import attrs
 import pytest
 from werkzeug.wrappers import Request, Response
 
-from runstore.service import executor_steps
-from runstore.service.executor import Executor
-from runstore.service.executor_steps import KILL_GRACE
-from runstore.service.model import ExecutorTaskPhase, ExecutorTaskStatus
+from runstore.contract.model import ExecutorTaskPhase, ExecutorTaskStatus
+from runstore.executor import steps as executor_steps
+from runstore.executor.executor import Executor
+from runstore.executor.steps import KILL_GRACE
 from tests.executor_runservice import RunserviceStandIn
 from tests.test_executor import (
     EXECUTOR_ID,
@@ -169,7 +169,7 @@ def test_an_unassigned_task_loses_its_step_processes(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, "runstore.service")
+    caplog.set_level(logging.WARNING, "runstore.executor")
     runservice.add_task(make_task("t1", [run(family.command()), run("echo never")]))
     runservice.add_task(make_task("other", [run(wait_file("go"))]))
     executors()

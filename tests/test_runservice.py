@@ -10,11 +10,9 @@ import pytest
 import urllib3
 
 from objstore import MemoryStorage, Storage
-from runstore.service.api import RunServiceApp
-from runstore.service.errors import BadRequestError, ConflictError, LeaseHeldError
-from runstore.service.http import ServerThread
-from runstore.service.lease import Lease
-from runstore.service.model import (
+from runstore.contract.errors import BadRequestError, ConflictError, LeaseHeldError
+from runstore.contract.http import ServerThread
+from runstore.contract.model import (
     ExecutorStatus,
     ExecutorTaskPhase,
     ExecutorTaskStatus,
@@ -26,7 +24,9 @@ from runstore.service.model import (
     TaskConfig,
     TaskStatus,
 )
-from runstore.service.runservice import RunService
+from runstore.runservice.api import RunServiceApp
+from runstore.runservice.lease import Lease
+from runstore.runservice.service import RunService
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 ONE = RunConfig([TaskConfig("build", [Step(StepKind.RUN, command="make"), Step(StepKind.RUN, command="ok")])])

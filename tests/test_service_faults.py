@@ -19,12 +19,10 @@ import pytest
 import urllib3
 
 from objstore import MemoryStorage
-from runstore.service import codec
-from runstore.service.api import RunServiceApp, serve
-from runstore.service.errors import InternalError
-from runstore.service.executor import Executor
-from runstore.service.http import ServerThread, ServiceClient
-from runstore.service.model import (
+from runstore.contract import codec
+from runstore.contract.errors import InternalError
+from runstore.contract.http import ServerThread, ServiceClient
+from runstore.contract.model import (
     ExecutorStatus,
     ExecutorTask,
     ExecutorTaskPhase,
@@ -41,8 +39,10 @@ from runstore.service.model import (
     TaskConfig,
     TaskStatus,
 )
-from runstore.service.runservice import RunService
-from runstore.service.tasks import fresh_task
+from runstore.executor.executor import Executor
+from runstore.runservice.api import RunServiceApp, serve
+from runstore.runservice.service import RunService
+from runstore.runservice.tasks import fresh_task
 
 T = TypeVar("T")
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -366,7 +366,7 @@ def test_a_report_that_does_not_fit_the_steps_is_refused(
 
 
 def test_bad_documents_stall_no_other_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="runstore.service.runservice")
+    caplog.set_level(logging.DEBUG, logger="runstore.runservice.service")
     service = RunService(MemoryStorage(), interval=POLL)
     # Written by other means, named to come first in every listing: a run whose finished
     # task has one step state too many (and its executor task), and unreadable documents.

@@ -17,11 +17,10 @@ import pytest
 import urllib3
 
 from objstore import MemoryStorage
-from runstore.service import api, codec, runconfig, tasks
-from runstore.service.api import RunServiceApp
-from runstore.service.errors import BadRequestError
-from runstore.service.http import ServerThread
-from runstore.service.model import (
+from runstore.contract import codec
+from runstore.contract.errors import BadRequestError
+from runstore.contract.http import ServerThread
+from runstore.contract.model import (
     ArchiveRef,
     ExecutorStatus,
     Run,
@@ -32,7 +31,9 @@ from runstore.service.model import (
     TaskConfig,
     TaskStatus,
 )
-from runstore.service.runservice import RunService
+from runstore.runservice import api, runconfig, tasks
+from runstore.runservice.api import RunServiceApp
+from runstore.runservice.service import RunService
 
 GROUP = "/project/p1/branch/main"
 N = 200  # tasks, each depending on all earlier ones: 19,900 dependencies, within the limit

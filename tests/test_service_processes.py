@@ -15,9 +15,9 @@ from typing import TypeVar
 import attrs
 import pytest
 
-from runstore.service.errors import RemoteServiceError
-from runstore.service.http import ServiceClient
-from runstore.service.model import (
+from runstore.contract.errors import RemoteServiceError
+from runstore.contract.http import ServiceClient
+from runstore.contract.model import (
     ExecutorTask,
     ExecutorTaskPhase,
     Run,

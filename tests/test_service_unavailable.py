@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 import urllib3
 
-from runstore.service.api import RunServiceApp
-from runstore.service.errors import ErrorKind, RemoteServiceError
-from runstore.service.http import ServerThread, ServiceClient
-from runstore.service.model import RunConfig, Step, StepKind, TaskConfig
-from runstore.service.runservice import RunService
+from runstore.contract.errors import ErrorKind, RemoteServiceError
+from runstore.contract.http import ServerThread, ServiceClient
+from runstore.contract.model import RunConfig, Step, StepKind, TaskConfig
+from runstore.runservice.api import RunServiceApp
+from runstore.runservice.service import RunService
 from tests.conftest import ProxiedStorageFactory
 from tests.faultproxy import Fault, FaultProxy, Rule
 

@@ -8,8 +8,8 @@ import attrs
 import pytest
 
 from objstore import S3Storage
-from runstore.service.lease import Lease
-from runstore.service.state import Documents
+from runstore.runservice.lease import Lease
+from runstore.runservice.state import Documents
 from tests.conftest import S3Endpoint
 from tests.faultproxy import Fault, FaultProxy, Rule
 

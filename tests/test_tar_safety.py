@@ -21,8 +21,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runstore.service.executor import Executor
-from runstore.service.executor_files import (
+from runstore.contract.model import ExecutorTask, ExecutorTaskPhase, Step, StepKind
+from runstore.executor.executor import Executor
+from runstore.executor.files import (
     LIMITS,
     ArchiveError,
     ArchiveLimits,
@@ -30,7 +31,6 @@ from runstore.service.executor_files import (
     link_target_problem,
     write_tar,
 )
-from runstore.service.model import ExecutorTask, ExecutorTaskPhase, Step, StepKind
 from tests.executor_runservice import RunserviceStandIn
 
 STEPS = "abcdefghijklmnop"  # the symlinks of the PATH_MAX trick, one per level

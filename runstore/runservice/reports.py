@@ -9,8 +9,8 @@ from datetime import datetime
 
 import attrs
 
-from .errors import BadRequestError
-from .model import ExecutorTask, ExecutorTaskPhase, ExecutorTaskStatus, StepState
+from runstore.contract.errors import BadRequestError
+from runstore.contract.model import ExecutorTask, ExecutorTaskPhase, ExecutorTaskStatus, StepState
 
 # The phases of a task or step that has started (and so has a start time).
 _STARTED = (

@@ -7,9 +7,8 @@ from typing import Generic, TypeVar
 
 from objstore import NotExistError as ObjectMissing
 from objstore import OutcomeUnknownError, PreconditionFailedError, Storage
-
-from . import codec
-from .errors import NotExistError, UnavailableError
+from runstore.contract import codec
+from runstore.contract.errors import NotExistError, UnavailableError
 
 T = TypeVar("T")
 PREFIX = "runservice/"

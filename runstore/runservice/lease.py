@@ -8,9 +8,8 @@ import time
 from datetime import datetime, timedelta
 
 from objstore import AlreadyExistsError, NotExistError, OutcomeUnknownError, PreconditionFailedError, Storage
-
-from ..clock import now
-from .errors import LeaseHeldError
+from runstore.clock import now
+from runstore.contract.errors import LeaseHeldError
 
 LEASE_KEY = "runservice/lease"
 

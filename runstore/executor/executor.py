@@ -7,10 +7,10 @@ runservice's copy differs, marks failed the tasks the runservice has running tha
 thread here runs (they ran before a restart), stops the tasks that still run here but
 are no longer assigned or that the runservice ended (e.g. failed: "executor deleted"),
 and deletes the folders of tasks no longer assigned once they are not running. Files
-are laid out as :mod:`runstore.service.executor_files` says.
+are laid out as :mod:`runstore.executor.files` says.
 
 Stopping a task kills its running command's process group: SIGTERM, then SIGKILL after
-``KILL_GRACE`` seconds (:mod:`runstore.service.executor_steps`). :meth:`Executor.stop`
+``KILL_GRACE`` seconds (:mod:`runstore.executor.steps`). :meth:`Executor.stop`
 (and SIGTERM or SIGINT of ``main``) stops every task first, before anything else.
 
 Run it with ``python -m runstore executor --runservice URL --data DIR --id ID``.
@@ -29,14 +29,14 @@ from pathlib import Path
 from types import FrameType
 
 from runstore.clock import now
+from runstore.contract.errors import InternalError, ServiceError
+from runstore.contract.http import ServerThread, ServiceClient, listen_address
+from runstore.contract.model import ExecutorStatus, ExecutorTask, ExecutorTaskPhase
 from runstore.errors import InvalidIdError
-from runstore.ids import check_id
-
-from .errors import InternalError, ServiceError
-from .executor_app import ExecutorApp
-from .executor_files import TaskFiles
-from .executor_steps import StepLog
-from .executor_task import (
+from runstore.executor.app import ExecutorApp
+from runstore.executor.files import TaskFiles
+from runstore.executor.steps import StepLog
+from runstore.executor.task import (
     ENDED,
     RESTARTED,
     STOPPED,
@@ -45,8 +45,7 @@ from .executor_task import (
     status_of,
     status_path,
 )
-from .http import ServerThread, ServiceClient, listen_address
-from .model import ExecutorStatus, ExecutorTask, ExecutorTaskPhase
+from runstore.ids import check_id
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m runstore executor`` (also ``python -m runstore.service.executor``)."""
+    """``python -m runstore executor`` (also ``python -m runstore.executor.executor``)."""
     parser = argparse.ArgumentParser(
         prog="python -m runstore executor",
         description="Run an executor of the run service until SIGTERM or SIGINT.",

@@ -26,15 +26,17 @@ import attrs
 
 from objstore import AlreadyExistsError, Storage
 from objstore import NotExistError as ObjectMissing
-
-from ..cache_groups import CacheGroup
-from ..clock import now
-from ..errors import InvalidIdError
-from ..store import RunStore
-from .errors import BadRequestError, ConflictError, NotExistError, RemoteServiceError, ServiceError
-from .http import ServiceClient, UnreachableError
-from .lease import Lease
-from .model import (
+from runstore.cache_groups import CacheGroup
+from runstore.clock import now
+from runstore.contract.errors import (
+    BadRequestError,
+    ConflictError,
+    NotExistError,
+    RemoteServiceError,
+    ServiceError,
+)
+from runstore.contract.http import ServiceClient, UnreachableError
+from runstore.contract.model import (
     ArchiveRef,
     Executor,
     ExecutorStatus,
@@ -51,10 +53,12 @@ from .model import (
     StepState,
     TaskStatus,
 )
-from .reports import check_report, settle_report
-from .runconfig import check_group, check_run_config
-from .state import Documents
-from .tasks import (
+from runstore.errors import InvalidIdError
+from runstore.runservice.lease import Lease
+from runstore.runservice.reports import check_report, settle_report
+from runstore.runservice.runconfig import check_group, check_run_config
+from runstore.runservice.state import Documents
+from runstore.runservice.tasks import (
     allowed,
     ancestors,
     find_task,
@@ -64,6 +68,7 @@ from .tasks import (
     pending_fetches,
     replace_task,
 )
+from runstore.store import RunStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import re
 
-from ..cache_groups import CacheGroup, cache_group_for_direct_run, cache_group_for_project, check_cache_key
-from ..errors import InvalidIdError
-from ..ids import check_id
-from . import codec
-from .errors import BadRequestError
-from .model import RunConfig, StepKind
+from runstore.cache_groups import (
+    CacheGroup,
+    cache_group_for_direct_run,
+    cache_group_for_project,
+    check_cache_key,
+)
+from runstore.contract import codec
+from runstore.contract.errors import BadRequestError
+from runstore.contract.model import RunConfig, StepKind
+from runstore.errors import InvalidIdError
+from runstore.ids import check_id
 
 _GROUP = re.compile(r"/(project|user)/([^/]+)/(branch|pr)/(.+)")
 

@@ -20,13 +20,12 @@ from typing import IO, Any
 import attrs
 import urllib3
 
+from runstore.contract.errors import ErrorKind, RemoteServiceError, ServiceError
+from runstore.contract.http import ServiceClient
+from runstore.contract.model import ExecutorTask, Step, StepKind
 from runstore.errors import InvalidIdError
+from runstore.executor.files import ArchiveError, TaskFiles, extract_tar, write_tar
 from runstore.ids import check_archive_step, check_id
-
-from .errors import ErrorKind, RemoteServiceError, ServiceError
-from .executor_files import ArchiveError, TaskFiles, extract_tar, write_tar
-from .http import ServiceClient
-from .model import ExecutorTask, Step, StepKind
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL when a running command is stopped
 _POLL = 0.05

@@ -25,8 +25,14 @@ from werkzeug.routing import Map
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from . import codec
-from .errors import BadRequestError, ErrorKind, RemoteServiceError, ServiceError, TooLargeError
+from runstore.contract import codec
+from runstore.contract.errors import (
+    BadRequestError,
+    ErrorKind,
+    RemoteServiceError,
+    ServiceError,
+    TooLargeError,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

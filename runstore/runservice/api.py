@@ -8,14 +8,13 @@ from werkzeug.wsgi import wrap_file
 
 from objstore import NotExistError as ObjectMissing
 from objstore import RemoteError
-
-from ..cache_groups import CacheGroup, check_cache_key
-from ..errors import InvalidIdError
-from ..ids import check_id, parse_log_step, parse_step
-from .errors import BadRequestError, NotExistError
-from .http import JsonApp, ServerThread, json_response, read_body, read_json
-from .model import ExecutorStatus, ExecutorTaskStatus, RunConfig
-from .runservice import RunService
+from runstore.cache_groups import CacheGroup, check_cache_key
+from runstore.contract.errors import BadRequestError, NotExistError
+from runstore.contract.http import JsonApp, ServerThread, json_response, read_body, read_json
+from runstore.contract.model import ExecutorStatus, ExecutorTaskStatus, RunConfig
+from runstore.errors import InvalidIdError
+from runstore.ids import check_id, parse_log_step, parse_step
+from runstore.runservice.service import RunService
 
 MAX_UPLOAD = 1 << 30
 """The most bytes a cache upload may have, however it is sent (chunked or not)."""

@@ -15,12 +15,11 @@ import threading
 import attrs
 
 from runstore.clock import now
-
-from .errors import ServiceError
-from .executor_files import TaskFiles
-from .executor_steps import Cancellation, StepContext, StepError, StepLog, describe, run_step
-from .http import ServiceClient
-from .model import ExecutorTask, ExecutorTaskPhase, ExecutorTaskStatus, Step, StepState
+from runstore.contract.errors import ServiceError
+from runstore.contract.http import ServiceClient
+from runstore.contract.model import ExecutorTask, ExecutorTaskPhase, ExecutorTaskStatus, Step, StepState
+from runstore.executor.files import TaskFiles
+from runstore.executor.steps import Cancellation, StepContext, StepError, StepLog, describe, run_step
 
 log = logging.getLogger(__name__)
 

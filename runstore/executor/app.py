@@ -10,12 +10,11 @@ from typing import IO
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from runstore.contract.errors import BadRequestError, NotExistError
+from runstore.contract.http import JsonApp
 from runstore.errors import InvalidIdError
+from runstore.executor.files import TaskFiles
 from runstore.ids import parse_log_step, parse_step
-
-from .errors import BadRequestError, NotExistError
-from .executor_files import TaskFiles
-from .http import JsonApp
 
 _CHUNK = 1 << 16
 

@@ -1,7 +1,7 @@
 """The documents of the run service: runs, run tasks, executors and executor tasks.
 
 Every class here is a frozen attrs value; documents change by replacing them
-(``attrs.evolve``) and are stored as JSON (see :mod:`runstore.service.codec`).
+(``attrs.evolve``) and are stored as JSON (see :mod:`runstore.contract.codec`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from datetime import datetime
 
 import attrs
 
-from ..cache_groups import CacheGroup
+from runstore.cache_groups import CacheGroup
 
 
 def _check_cache_group(_instance: object, _attribute: object, path: str) -> None:

@@ -9,9 +9,9 @@ from typing import BinaryIO
 
 import attrs
 
-from ..clock import now
-from ..store import RunStore
-from .model import ExecutorTaskPhase, FetchPhase, Run, RunTask, Step, StepKind, StepState
+from runstore.clock import now
+from runstore.contract.model import ExecutorTaskPhase, FetchPhase, Run, RunTask, Step, StepKind, StepState
+from runstore.store import RunStore
 
 # The phases an executor-task phase may follow; a run task's status follows the same rule
 # (a TaskStatus has the value of the ExecutorTaskPhase it mirrors). A final phase follows

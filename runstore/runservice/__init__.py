@@ -1,0 +1,1 @@
+"""The runservice: runs and executor tasks in a store, the scheduler and its loops, its HTTP API."""
