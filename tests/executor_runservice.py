@@ -105,13 +105,7 @@ class RunserviceStandIn(JsonApp):
 
     def put_executor(self, request: Request, executor_id: str) -> Response:
         status = read_json(request, ExecutorStatus)
-        executor = Executor(
-            id=executor_id,
-            listen_url=status.listen_url,
-            active_tasks_limit=status.active_tasks_limit,
-            active_tasks=status.active_tasks,
-            last_status_time=now(),
-        )
+        executor = Executor.reported(executor_id, status, now())
         with self.lock:
             self.executors[executor_id] = executor
             self.executor_reports.append(status)

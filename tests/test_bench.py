@@ -1,22 +1,71 @@
-"""The benchmark runs (its figures are a report, not a test: no timing is asserted here)."""
+"""Every benchmark's quick mode runs and reports right figures (a smoke test: no timing is
+asserted; the speeds are a report)."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+FIGURES = re.compile(r"^ +(objstore|obstore|boto3) +([0-9.]+) us CPU +([0-9.]+) us wall$", re.MULTILINE)
 
 
-def test_quick_benchmark_runs(tmp_path: Path) -> None:
+def run_quick(script: str, *args: str, timeout: float) -> str:
+    """The output of ``bench/<script> --quick``, which must succeed."""
     result = subprocess.run(
-        [sys.executable, "bench/objstore_bench.py", "--quick", "--dir", str(tmp_path)],
+        [sys.executable, f"bench/{script}", "--quick", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "ratio = baseline time / objstore time" in result.stdout
+    return result.stdout
+
+
+def test_quick_benchmark_runs(tmp_path: Path) -> None:
+    output = run_quick("objstore_bench.py", "--dir", str(tmp_path), timeout=600)
+    assert "ratio = baseline time / objstore time" in output
     assert list(tmp_path.iterdir()) == []  # it cleans up after itself
+
+
+def test_quick_request_cpu_benchmark_runs() -> None:
+    output = run_quick("request_cpu_bench.py", timeout=120)
+    figures = FIGURES.findall(output)
+    assert [name for name, _, _ in figures] == ["objstore", "obstore", "boto3"] * 2, output
+    for name, cpu, wall in figures:
+        assert 1 < float(cpu) < 100_000, f"{name}: {cpu} us CPU per request"
+        assert 1 < float(wall) < 100_000, f"{name}: {wall} us wall per request"
+    summary = re.search(r"obstore's: put ([0-9.]+)x, get ([0-9.]+)x \(target <= 1.5x\)", output)
+    assert summary is not None, output
+    assert all(0 < float(ratio) < 100 for ratio in summary.groups())
+
+
+def test_quick_transfer_benchmark_reports_every_transfer(tmp_path: Path) -> None:
+    output = run_quick("transfer_bench.py", "--dir", str(tmp_path), timeout=300)
+    table = output[output.index("measurement") :]
+    for operation in ("put", "read_bytes", "download"):
+        timed = re.findall(rf"^s3 {operation} 32 MiB, 20 ms a request.*\d\.\d\dx", table, re.MULTILINE)
+        assert len(timed) == 2, table  # latency alone, and with paced connections
+        for concurrency in (8, 1):
+            memory = rf"^s3 {operation} max_concurrency={concurrency}, peak RSS growth .* PASS$"
+            assert re.search(memory, table, re.MULTILINE), table  # within the documented bound
+    assert list(tmp_path.iterdir()) == []  # no download left behind
+
+
+def test_quick_parquet_benchmark_runs() -> None:
+    output = run_quick("parquet_bench.py", timeout=120)
+    assert "pyarrow S3FileSystem" in output
+    figures = json.loads(output.strip().splitlines()[-1].removeprefix("RESULT "))
+    column, whole = figures["column_bytes"], figures["file_bytes"]
+    assert 0 < column < whole / 4  # one column of six
+    for reader in ("bridge", "pyarrow"):
+        moved = figures[reader]["body_bytes"]
+        assert column <= moved < whole / 2, reader  # the column, and far from the whole file
+        assert figures[reader]["requests"] >= 16  # a GET per row group at least
+    assert figures["bytes_ratio"] == figures["bridge"]["body_bytes"] / figures["pyarrow"]["body_bytes"]
+    assert figures["bytes_ratio"] <= figures["target"]  # the bridge's defaults move no more than 1.2x
+    assert figures["bridge_readahead"]["body_bytes"] > figures["bridge"]["body_bytes"]

@@ -68,18 +68,16 @@ class Requests:
     ) -> urllib3.BaseHTTPResponse:
         """Send the request as ``Minio._execute`` does (once more after a ``RetryHead``)."""
         region = self.client._get_region(bucket)
-        try:
-            return self._send(method, region, bucket, key, body, headers, query, preload_content)
-        except S3Error as exc:
-            if exc.code != "RetryHead":
-                raise
-        try:
-            return self._send(method, region, bucket, key, body, headers, query, preload_content)
-        except S3Error as exc:
-            if exc.code != "RetryHead":
-                raise
-            code, message = self.client._handle_redirect_response(method, exc.response, bucket)
-            raise exc.copy(cast(str, code), cast(str, message)) from None
+        for last in (False, True):
+            try:
+                return self._send(method, region, bucket, key, body, headers, query, preload_content)
+            except S3Error as exc:
+                if exc.code != "RetryHead":
+                    raise
+                if last:
+                    code, message = self.client._handle_redirect_response(method, exc.response, bucket)
+                    raise exc.copy(cast(str, code), cast(str, message)) from None
+        raise AssertionError("unreachable")
 
     def _send(
         self,

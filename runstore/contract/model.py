@@ -172,6 +172,11 @@ class Executor:
     active_tasks: list[str] = attrs.field(factory=list)
     last_status_time: datetime | None = None
 
+    @classmethod
+    def reported(cls, executor_id: str, status: ExecutorStatus, time: datetime) -> Executor:
+        """The executor as ``status``, received at ``time``, describes it."""
+        return cls(executor_id, status.listen_url, status.active_tasks_limit, status.active_tasks, time)
+
 
 @attrs.frozen
 class ArchiveRef:

@@ -194,13 +194,7 @@ class RunService:
 
     def executor_status(self, executor_id: str, status: ExecutorStatus) -> Executor:
         """Register an executor, or refresh what it reports."""
-        executor = Executor(
-            id=executor_id,
-            listen_url=status.listen_url,
-            active_tasks_limit=status.active_tasks_limit,
-            active_tasks=status.active_tasks,
-            last_status_time=now(),
-        )
+        executor = Executor.reported(executor_id, status, now())
         self.executors.put(executor_id, executor)
         with self._guard:
             self._last_seen.pop(executor_id, None)  # back: the fetcher fetches from it again
