@@ -66,7 +66,7 @@ def show(run: Run) -> None:
 
 
 def read_log(service: RunService, run: Run, name: str, step: int) -> str:
-    with service.store.open_log(run.task(name).id, step) as stream:
+    with service.state.store.open_log(run.task(name).id, step) as stream:
         return "\n".join(f"     | {line}" for line in stream.read().decode().splitlines())
 
 
@@ -83,7 +83,7 @@ def demo(store_path: str) -> int:
     print(f"runservice at {server.url}, store in {os.path.abspath(store_path)}")
     print(f"executor at {executor.url}, working in {executor_dir}")
     try:
-        first = service.create_run(PIPELINE, "/project/demo/branch/main")
+        first = service.runs.create(PIPELINE, "/project/demo/branch/main")
         print(f"1. run {first.id}: checkout and dependencies, then test (which depends on both)")
         first = wait_finished(service, first.id)
         show(first)
@@ -92,16 +92,16 @@ def demo(store_path: str) -> int:
         print("   the test task restored the checkout's workspace archive:")
         print(read_log(service, first, "test", 1))
 
-        second = service.restart_run(first.id)
+        second = service.runs.restart(first.id)
         print(f"2. restart: run {second.id}")
         second = wait_finished(service, second.id)
         show(second)
 
-        service.delete_run(first.id)
+        service.runs.delete(first.id)
         print(f"3. deleted run {first.id}; the shared test log survives for run {second.id}:")
         print(read_log(service, second, "test", 1))
 
-        service.delete_run(second.id)
+        service.runs.delete(second.id)
         print(f"4. deleted run {second.id}; the test log is gone:")
         try:
             read_log(service, second, "test", 1)

@@ -11,19 +11,20 @@ import threading
 import time
 from collections.abc import Callable
 
-from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from runstore.clock import now
 from runstore.contract.errors import BadRequestError, InternalError, NotExistError
 from runstore.contract.http import JsonApp, ServerThread, json_response, read_json
 from runstore.contract.model import (
+    CacheSaved,
     Executor,
     ExecutorStatus,
     ExecutorTask,
     ExecutorTaskPhase,
     ExecutorTaskStatus,
 )
+from runstore.contract.routes import RunServiceRoutes
 from runstore.errors import InvalidIdError
 from runstore.ids import parse_step
 
@@ -31,17 +32,7 @@ from runstore.ids import parse_step
 class RunserviceStandIn(JsonApp):
     """The executor-facing half of the runservice, in memory."""
 
-    routes = Map(
-        [
-            Rule("/api/v1/executors/<executor_id>", endpoint="put_executor", methods=["PUT"]),
-            Rule("/api/v1/executors/<executor_id>", endpoint="delete_executor", methods=["DELETE"]),
-            Rule("/api/v1/executors/<executor_id>/tasks", endpoint="get_tasks", methods=["GET"]),
-            Rule("/api/v1/executortasks/<task_id>/status", endpoint="put_status", methods=["PUT"]),
-            Rule("/api/v1/workspacearchives/<task_id>/<step>", endpoint="get_archive", methods=["GET"]),
-            Rule("/api/v1/caches", endpoint="get_cache", methods=["GET"]),
-            Rule("/api/v1/caches", endpoint="put_cache", methods=["PUT"]),
-        ]
-    )
+    table = RunServiceRoutes
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -116,14 +107,14 @@ class RunserviceStandIn(JsonApp):
             self.executors.pop(executor_id, None)
         return json_response({})
 
-    def get_tasks(self, request: Request, executor_id: str) -> Response:
+    def executor_tasks(self, request: Request, executor_id: str) -> Response:
         with self.lock:
             if executor_id not in self.executors:
                 raise NotExistError(f"executor {executor_id} is not registered")
             tasks = [task for task in self.tasks.values() if task.executor_id == executor_id]
         return json_response(tasks)
 
-    def put_status(self, request: Request, task_id: str) -> Response:
+    def task_status(self, request: Request, task_id: str) -> Response:
         status = read_json(request, ExecutorTaskStatus)
         with self.lock:
             if self.fail_task_reports:
@@ -140,7 +131,7 @@ class RunserviceStandIn(JsonApp):
             self.max_running = max(self.max_running, running)
         return json_response({})
 
-    def get_archive(self, request: Request, task_id: str, step: str) -> Response:
+    def archive(self, request: Request, task_id: str, step: str) -> Response:
         try:
             number = parse_step(step)  # the runservice's rule
         except InvalidIdError as exc:
@@ -151,7 +142,7 @@ class RunserviceStandIn(JsonApp):
             raise NotExistError(f"no archive of step {step} of task {task_id}")
         return Response(data, content_type="application/x-tar")
 
-    def get_cache(self, request: Request) -> Response:
+    def restore_cache(self, request: Request) -> Response:
         group = _one(request, "group")
         keys = request.args.getlist("key")
         if not keys:
@@ -166,16 +157,21 @@ class RunserviceStandIn(JsonApp):
                 return response
         raise NotExistError(f"no cache of group {group} matches {keys}")
 
-    def put_cache(self, request: Request) -> Response:
+    def save_cache(self, request: Request) -> Response:
         group = _one(request, "group")
         key = _one(request, "key")
         data = request.stream.read()
         with self.lock:
             caches = self.caches.setdefault(group, {})
             if key in caches:
-                return json_response({"saved": False})
+                return json_response(CacheSaved(False))
             caches[key] = data
-        return json_response({"saved": True})
+        return json_response(CacheSaved(True))
+
+    def _users_only(self, request: Request, **values: str) -> Response:
+        raise NotExistError("the stand-in serves the executors' half of the API only")
+
+    create_run = get_run = delete_run = restart_run = run_log = _users_only
 
 
 def _one(request: Request, name: str) -> str:

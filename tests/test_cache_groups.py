@@ -30,6 +30,7 @@ from runstore.contract.codec import to_data
 from runstore.contract.errors import BadRequestError
 from runstore.contract.http import ServerThread
 from runstore.contract.model import Run, RunConfig, RunPhase, Step, StepKind, TaskConfig
+from runstore.contract.routes import RunServiceRoutes
 from runstore.executor.executor import Executor
 from runstore.runservice.api import RunServiceApp, serve
 from runstore.runservice.service import RunService
@@ -200,27 +201,27 @@ def test_the_cache_key_limit_is_one_rule() -> None:
     def config(key: str) -> RunConfig:
         return RunConfig([TaskConfig("t", [Step(StepKind.RESTORE_CACHE, keys=[key])])])
 
-    service.create_run(config(longest), "/project/p1/branch/main")
+    service.runs.create(config(longest), "/project/p1/branch/main")
     with pytest.raises(BadRequestError, match="cache key"):
-        service.create_run(config(longest + "k"), "/project/p1/branch/main")
+        service.runs.create(config(longest + "k"), "/project/p1/branch/main")
 
 
 def test_runs_take_an_explicit_cache_group() -> None:
     service = RunService(MemoryStorage())
     config = RunConfig([TaskConfig("t", [Step(StepKind.RUN, command="true")])])
-    assert service.create_run(config, "/project/p1/branch/main").cache_group == "projects/p1"
-    assert service.create_run(config, "/project/p1/branch/main", cache_group="shared").cache_group == (
+    assert service.runs.create(config, "/project/p1/branch/main").cache_group == "projects/p1"
+    assert service.runs.create(config, "/project/p1/branch/main", cache_group="shared").cache_group == (
         "groups/shared"
     )
-    run = service.create_run(
+    run = service.runs.create(
         config, "/user/u1/branch/b", repo_uuid="r1", cache_group=cache_group_for_project("p2")
     )
     assert run.cache_group == "projects/p2"
-    before = service.runs.ids()
+    before = service.state.runs.ids()
     for bad in ("a/b", "", "..", "groups/shared"):
         with pytest.raises(BadRequestError, match="cache group"):
-            service.create_run(config, "/project/p1/branch/main", cache_group=bad)
-    assert service.runs.ids() == before
+            service.runs.create(config, "/project/p1/branch/main", cache_group=bad)
+    assert service.state.runs.ids() == before
     with pytest.raises(InvalidIdError, match="cache group"):
         Run(id="r", group="/project/p1/branch/main", cache_group="users/alice", tasks=[])
 
@@ -245,7 +246,9 @@ def request(method: str, url: str, body: bytes | None = None) -> urllib3.BaseHTT
 
 
 def caches_url(api: str, group: str, *keys: str) -> str:
-    return f"{api}/api/v1/caches?" + urlencode([("group", group), *(("key", key) for key in keys)])
+    return f"{api}{RunServiceRoutes.save_cache.path()}?" + urlencode(
+        [("group", group), *(("key", key) for key in keys)]
+    )
 
 
 def test_the_reported_case_over_http(api: str) -> None:
@@ -266,7 +269,7 @@ def test_invalid_groups_get_400_over_http(api: str, service: RunService, group: 
     assert answer.status == 400
     error = json.loads(answer.data)
     assert error["kind"] == "bad_request" and f"invalid cache group {group!r}" in error["message"]
-    assert list(service.storage.list()) == []
+    assert list(service.state.storage.list()) == []
 
 
 @pytest.mark.parametrize("key", ["a/b", "../x", "k" * (MAX_CACHE_KEY_LENGTH + 1)])
@@ -275,12 +278,13 @@ def test_invalid_keys_get_400_over_http(api: str, service: RunService, key: str)
         answer = request(method, caches_url(api, "projects/p1", key), b"x" if method == "PUT" else None)
         assert answer.status == 400
         assert "invalid cache key" in json.loads(answer.data)["message"]
-    assert list(service.storage.list()) == []
+    assert list(service.state.storage.list()) == []
 
 
 def post_run(api: str, config: RunConfig, **params: str) -> urllib3.BaseHTTPResponse:
     body = json.dumps(to_data(config)).encode()
-    return request("POST", f"{api}/api/v1/runs?" + urlencode(params), body)
+    route = RunServiceRoutes.create_run
+    return request(route.method, f"{api}{route.path()}?" + urlencode(params), body)
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "groups/shared", "x" * 129])
@@ -290,7 +294,7 @@ def test_invalid_run_cache_groups_get_400(api: str, service: RunService, bad: st
     assert answer.status == 400
     error = json.loads(answer.data)
     assert error["kind"] == "bad_request" and "cache group" in error["message"]
-    assert service.runs.ids() == []
+    assert service.state.runs.ids() == []
 
 
 def tar_of(files: dict[str, bytes]) -> bytes:
@@ -305,21 +309,21 @@ def tar_of(files: dict[str, bytes]) -> bytes:
 
 def finished(service: RunService, run_id: str) -> Run:
     for _ in range(600):
-        run = service.runs.get(run_id)
+        run = service.state.runs.get(run_id)
         if run.phase is RunPhase.FINISHED:
             return run
         time.sleep(0.05)
-    raise AssertionError(f"run {run_id} did not finish: {service.runs.get(run_id)}")
+    raise AssertionError(f"run {run_id} did not finish: {service.state.runs.get(run_id)}")
 
 
 def log_of(service: RunService, run: Run, task: str, step: int) -> bytes:
-    with service.store.open_log(run.task(task).id, step) as log:
+    with service.state.store.open_log(run.task(task).id, step) as log:
         return log.read()
 
 
 def test_a_run_created_over_http_restores_from_its_explicit_group(tmp_path: Path) -> None:
     service = RunService(MemoryStorage(), interval=0.1)
-    shared = service.store.caches(CacheGroup.named("shared"))
+    shared = service.state.store.caches(CacheGroup.named("shared"))
     assert shared.save("deps-v1", tar_of({"deps/lib.txt": b"shared lib\n"}))
     server = serve(service)
     executor = Executor(server.url, tmp_path, executor_id="ex1", interval=0.1).start()
@@ -346,7 +350,7 @@ def test_a_run_created_over_http_restores_from_its_explicit_group(tmp_path: Path
         assert b"restored cache 'deps-v1'" in log_of(service, run, "build", 0)
         assert b"shared lib" in log_of(service, run, "build", 1)
         assert shared.keys() == ["deps-v1", "out-v1"]  # the run saved into the explicit group
-        assert service.store.caches(cache_group_for_project("p2")).keys() == []
+        assert service.state.store.caches(cache_group_for_project("p2")).keys() == []
 
         # Without cache_group, a run of the same project uses the project's group.
         answer = post_run(server.url, config, group="/project/p2/branch/main")

@@ -32,6 +32,7 @@ from runstore.contract.model import (
     StepKind,
     StepState,
 )
+from runstore.contract.routes import ExecutorRoutes
 from runstore.errors import InvalidIdError
 from runstore.executor.executor import Executor, main
 from runstore.executor.files import ArchiveError, workspace_path, write_tar
@@ -79,6 +80,19 @@ def wait_until(predicate: Callable[[], object], what: str, timeout: float = 10.0
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} within {timeout}s")
         time.sleep(0.02)
+
+
+LOG = ExecutorRoutes.get_log
+ARCHIVE = ExecutorRoutes.get_archive
+routes = {"log": LOG, "archive": ARCHIVE}
+
+
+def log_url(base: str, task_id: str, step: int | str) -> str:
+    return base + LOG.path(task_id=task_id, step=step)
+
+
+def archive_url(base: str, task_id: str, step: int) -> str:
+    return base + ARCHIVE.path(task_id=task_id, step=step)
 
 
 def get(url: str, method: str = "GET") -> urllib3.BaseHTTPResponse:
@@ -183,9 +197,9 @@ def test_run_output_is_in_the_log_while_the_step_runs(
         )
     )
     executor = executors()
-    log_url = f"{executor.url}/api/v1/tasks/t1/logs/1"
-    wait_until(lambda: "first" in text_of(log_url).splitlines(), "first line in the running step's log")
-    assert "second" not in text_of(log_url).splitlines()
+    running_log = log_url(executor.url, "t1", 1)
+    wait_until(lambda: "first" in text_of(running_log).splitlines(), "first line in the running step's log")
+    assert "second" not in text_of(running_log).splitlines()
     task = runservice.task("t1")
     assert task.phase is RUNNING and task.step_states[1].phase is RUNNING
     assert task.step_states[0].phase is SUCCESS
@@ -208,16 +222,16 @@ def test_run_output_is_in_the_log_while_the_step_runs(
     first_end, second_start = task.step_states[0].end_time, task.step_states[1].start_time
     assert first_end is not None and second_start is not None and first_end <= second_start
 
-    lines = text_of(log_url).splitlines()
+    lines = text_of(running_log).splitlines()
     assert lines.index("first") < lines.index("second") < lines.index("exit code 0")
     assert lines[:2] == ["step 1: run", f"$ echo first; {wait_file('go')}; echo second >&2"]
     assert lines[-1] == "step succeeded"
-    env_log = text_of(f"{executor.url}/api/v1/tasks/t1/logs/0")
+    env_log = text_of(log_url(executor.url, "t1", 0))
     workspace = task_dir(tmp_path, "t1") / "workspace"
     assert f"home={workspace} lang=C.UTF-8 greeting=hello" in env_log
     assert "PATH=" in env_log
     assert "EXECUTOR_TEST_OWN_VARIABLE" not in env_log
-    setup = text_of(f"{executor.url}/api/v1/tasks/t1/logs/setup")
+    setup = text_of(log_url(executor.url, "t1", "setup"))
     assert "task t1 (name-t1) of run run-1" in setup
     assert f"workspace: {workspace}" in setup
     assert "GREETING" in setup and "hello" not in setup
@@ -234,9 +248,9 @@ def test_failing_command_fails_its_step_and_the_task(
     assert_utc(task.end_time)
     assert_finished_step(task.step_states[0], FAILED, 3)
     assert task.step_states[1] == StepState()
-    log = text_of(f"{executor.url}/api/v1/tasks/t1/logs/0")
+    log = text_of(log_url(executor.url, "t1", 0))
     assert "before" in log and "exit code 3" in log and "step failed" in log
-    missing = get(f"{executor.url}/api/v1/tasks/t1/logs/1")
+    missing = get(log_url(executor.url, "t1", 1))
     assert missing.status == 404 and json.loads(missing.data)["kind"] == "not_exist"
 
 
@@ -267,7 +281,7 @@ def test_save_to_workspace_makes_an_archive_served_over_http(
     assert_finished_step(task.step_states[1], SUCCESS, None)
     assert (task_dir(tmp_path, "t1") / "archives" / "1.tar").is_file()
 
-    response = get(f"{executor.url}/api/v1/tasks/t1/archives/1")
+    response = get(archive_url(executor.url, "t1", 1))
     assert response.status == 200
     assert response.headers["Content-Type"] == "application/x-tar"
     assert files_of(response.data) == {
@@ -277,9 +291,9 @@ def test_save_to_workspace_makes_an_archive_served_over_http(
         "out/sub/b.txt": b"b\n",
         "top.txt": b"t\n",
     }
-    log = text_of(f"{executor.url}/api/v1/tasks/t1/logs/1")
+    log = text_of(log_url(executor.url, "t1", 1))
     assert "'out', 'top.txt'" in log and "archive 1: 5 entries" in log
-    missing = get(f"{executor.url}/api/v1/tasks/t1/archives/0")
+    missing = get(archive_url(executor.url, "t1", 0))
     assert missing.status == 404 and json.loads(missing.data)["kind"] == "not_exist"
 
 
@@ -296,14 +310,14 @@ def test_restore_workspace_extracts_the_archives_in_order(
 
     task = runservice.wait_finished("t1")
     assert task.phase is SUCCESS, task.error
-    assert "two\nwhy\n" in text_of(f"{executor.url}/api/v1/tasks/t1/logs/1")
-    log = text_of(f"{executor.url}/api/v1/tasks/t1/logs/0")
+    assert "two\nwhy\n" in text_of(log_url(executor.url, "t1", 1))
+    log = text_of(log_url(executor.url, "t1", 0))
     assert "step 1 of task t-a" in log and "step 2 of task t-b" in log
     assert log.index("t-a") < log.index("t-b")
 
     task = runservice.wait_finished("t2")
     assert task.phase is FAILED
-    assert "not_exist" in text_of(f"{executor.url}/api/v1/tasks/t2/logs/0")
+    assert "not_exist" in text_of(log_url(executor.url, "t2", 0))
 
 
 @pytest.mark.parametrize(
@@ -326,7 +340,7 @@ def test_restore_workspace_refuses_unsafe_archives(
     runservice.add_task(task)
     executor = executors()
     assert runservice.wait_finished("t1").phase is FAILED
-    assert message in text_of(f"{executor.url}/api/v1/tasks/t1/logs/0")
+    assert message in text_of(log_url(executor.url, "t1", 0))
     assert not (task_dir(tmp_path, "t1") / "evil.txt").exists()
     assert not (task_dir(tmp_path, "t1") / "workspace" / "abs").exists()
 
@@ -345,7 +359,7 @@ def test_save_cache_then_restore_it_by_key_prefix(
         "deps": None,
         "deps/lib.txt": b"lib\n",
     }
-    assert "saved cache 'deps-v1-abc'" in text_of(f"{executor.url}/api/v1/tasks/t1/logs/1")
+    assert "saved cache 'deps-v1-abc'" in text_of(log_url(executor.url, "t1", 1))
 
     restore = Step(StepKind.RESTORE_CACHE, keys=["deps-v2-abc", "deps-v1-"])
     runservice.add_task(make_task("t2", [restore, run("cat deps/lib.txt")]))
@@ -353,10 +367,10 @@ def test_save_cache_then_restore_it_by_key_prefix(
     runservice.add_task(make_task("t4", [run("mkdir deps && echo new > deps/lib.txt"), save]))
     for task_id in ("t2", "t3", "t4"):
         assert runservice.wait_finished(task_id).phase is SUCCESS, task_id
-    assert "restored cache 'deps-v1-abc'" in text_of(f"{executor.url}/api/v1/tasks/t2/logs/0")
-    assert "lib\n" in text_of(f"{executor.url}/api/v1/tasks/t2/logs/1")
-    assert "no cache matched" in text_of(f"{executor.url}/api/v1/tasks/t3/logs/0")
-    assert "exists already" in text_of(f"{executor.url}/api/v1/tasks/t4/logs/1")
+    assert "restored cache 'deps-v1-abc'" in text_of(log_url(executor.url, "t2", 0))
+    assert "lib\n" in text_of(log_url(executor.url, "t2", 1))
+    assert "no cache matched" in text_of(log_url(executor.url, "t3", 0))
+    assert "exists already" in text_of(log_url(executor.url, "t4", 1))
     assert files_of(runservice.caches["projects/p1"]["deps-v1-abc"])["deps/lib.txt"] == b"lib\n"
 
 
@@ -366,8 +380,8 @@ def test_cache_steps_need_keys_and_a_group(runservice: RunserviceStandIn, execut
     executor = executors()
     assert runservice.wait_finished("t1").phase is FAILED
     assert runservice.wait_finished("t2").phase is FAILED
-    assert "needs a key" in text_of(f"{executor.url}/api/v1/tasks/t1/logs/0")
-    assert "no cache group" in text_of(f"{executor.url}/api/v1/tasks/t2/logs/0")
+    assert "needs a key" in text_of(log_url(executor.url, "t1", 0))
+    assert "no cache group" in text_of(log_url(executor.url, "t2", 0))
 
 
 # -- paths out of the workspace
@@ -390,8 +404,8 @@ def test_paths_out_of_the_workspace_fail_the_step(
         task = runservice.wait_finished(task_id)
         assert task.phase is FAILED, task_id
         assert task.step_states[2].phase is NOTSTARTED
-        assert message in text_of(f"{executor.url}/api/v1/tasks/{task_id}/logs/1"), task_id
-        assert get(f"{executor.url}/api/v1/tasks/{task_id}/archives/1").status == 404
+        assert message in text_of(log_url(executor.url, task_id, 1)), task_id
+        assert get(archive_url(executor.url, task_id, 1)).status == 404
     assert runservice.caches == {}
 
 
@@ -542,7 +556,7 @@ def test_restart_fails_the_tasks_that_ran_before(
     assert restarted.phase is FAILED and restarted.end_time == task.end_time
     assert restarted.start_time == before.step_states[1].start_time
     assert task.step_states[2] == StepState()
-    log = text_of(f"{executor.url}/api/v1/tasks/t1/logs/1")
+    log = text_of(log_url(executor.url, "t1", 1))
     assert "two" in log and "the executor restarted while it ran" in log
     assert runservice.executors[EXECUTOR_ID].listen_url == executor.url
 
@@ -555,7 +569,7 @@ def test_cli_stops_its_tasks_on_sigterm(runservice: RunserviceStandIn, tmp_path:
     try:
         runservice.wait_task("t1", lambda task: step_phase(task, 0) is RUNNING)
         step_pid(pid_file)
-        assert "task t1" in text_of(f"{url}/api/v1/tasks/t1/logs/setup")
+        assert "task t1" in text_of(log_url(url, "t1", "setup"))
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0
     finally:
@@ -654,18 +668,18 @@ def test_invalid_settings(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("path", "status", "kind"),
     [
-        ("/api/v1/tasks/.hidden/logs/setup", 400, "bad_request"),
-        ("/api/v1/tasks/a%20b/logs/setup", 400, "bad_request"),
-        ("/api/v1/tasks/..%2F..%2Fetc/logs/setup", 404, "not_exist"),
-        ("/api/v1/tasks/t1/logs/x", 400, "bad_request"),
-        ("/api/v1/tasks/t1/logs/-1", 400, "bad_request"),
-        ("/api/v1/tasks/t1/logs/01", 400, "bad_request"),
-        ("/api/v1/tasks/t1/logs/1234567890", 400, "bad_request"),
-        ("/api/v1/tasks/t1/archives/setup", 400, "bad_request"),
-        ("/api/v1/tasks/t1/logs/setup", 404, "not_exist"),
-        ("/api/v1/tasks/t1/logs/0", 404, "not_exist"),
-        ("/api/v1/tasks/t1/archives/0", 404, "not_exist"),
-        ("/api/v1/tasks/t1", 404, "not_exist"),
+        (LOG.path(task_id=".hidden", step="setup"), 400, "bad_request"),
+        (LOG.path(task_id="a b", step="setup"), 400, "bad_request"),
+        (LOG.path(task_id="../../etc", step="setup"), 404, "not_exist"),
+        (LOG.path(task_id="t1", step="x"), 400, "bad_request"),
+        (LOG.path(task_id="t1", step=-1), 400, "bad_request"),
+        (LOG.path(task_id="t1", step="01"), 400, "bad_request"),
+        (LOG.path(task_id="t1", step=1234567890), 400, "bad_request"),
+        (ARCHIVE.path(task_id="t1", step="setup"), 400, "bad_request"),
+        (LOG.path(task_id="t1", step="setup"), 404, "not_exist"),
+        (LOG.path(task_id="t1", step=0), 404, "not_exist"),
+        (ARCHIVE.path(task_id="t1", step=0), 404, "not_exist"),
+        ("/api/v1/tasks/t1", 404, "not_exist"),  # no route
         ("/nothing", 404, "not_exist"),
     ],
 )
@@ -678,14 +692,14 @@ def test_http_errors_are_json(executors: MakeExecutor, path: str, status: int, k
     assert body["kind"] == kind and body["message"]
 
 
-@pytest.mark.parametrize("kind", ["logs", "archives"])
+@pytest.mark.parametrize("kind", ["log", "archive"])
 @pytest.mark.parametrize(
     ("step", "named"),
     [
         ("01", "'01'"),
         ("-1", "'-1'"),
         ("+1", "'+1'"),
-        ("%201", "' 1'"),
+        (" 1", "' 1'"),
         ("x", "'x'"),
         ("1234567890", "'1234567890'"),
     ],
@@ -695,7 +709,7 @@ def test_a_step_breaking_the_rule_is_a_400_naming_it(
 ) -> None:
     """The runservice's rule (runstore.ids.parse_step): a decimal int >= 0 without leading zeros."""
     executor = executors()
-    response = get(f"{executor.url}/api/v1/tasks/t1/{kind}/{step}")
+    response = get(executor.url + routes[kind].path(task_id="t1", step=step))
     body = json.loads(response.data)
     assert (response.status, body["kind"]) == (400, "bad_request"), body
     assert f"invalid step {named}" in body["message"]
@@ -709,8 +723,8 @@ def test_http_serves_only_get(tmp_path: Path) -> None:
         log = task_dir(tmp_path, "t1") / "logs" / "setup.log"
         log.parent.mkdir(parents=True)
         log.write_bytes(b"x" * 200_000)
-        assert get(f"{executor.url}/api/v1/tasks/t1/logs/setup").data == b"x" * 200_000
-        response = get(f"{executor.url}/api/v1/tasks/t1/logs/setup", method="DELETE")
+        assert get(log_url(executor.url, "t1", "setup")).data == b"x" * 200_000
+        response = get(log_url(executor.url, "t1", "setup"), method="DELETE")
         assert response.status == 405 and json.loads(response.data)["kind"] == "bad_request"
     finally:
         executor.stop()

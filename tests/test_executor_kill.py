@@ -245,11 +245,11 @@ class HangingRunservice(RunserviceStandIn):
         self.hanging = threading.Event()
         self.release = threading.Event()
 
-    def get_tasks(self, request: Request, executor_id: str) -> Response:
+    def executor_tasks(self, request: Request, executor_id: str) -> Response:
         if self.hang.is_set():
             self.hanging.set()
             self.release.wait(20.0)
-        return super().get_tasks(request, executor_id)
+        return super().executor_tasks(request, executor_id)
 
 
 def test_stop_kills_the_step_processes_at_once_while_the_runservice_hangs(

@@ -24,6 +24,7 @@ from runstore.contract.model import (
     TaskConfig,
     TaskStatus,
 )
+from runstore.contract.routes import Route, RunServiceRoutes
 from runstore.runservice.api import RunServiceApp
 from runstore.runservice.lease import Lease
 from runstore.runservice.service import RunService
@@ -39,10 +40,10 @@ def service() -> RunService:
 
 def assigned(service: RunService) -> str:
     """Create a run of ONE with one executor, schedule it; the executor task's id."""
-    service.executor_status("ex1", ExecutorStatus("http://127.0.0.1:1", 2))
-    run = service.create_run(ONE, "/project/p1/branch/main")
-    service.schedule_once()
-    (task,) = service.tasks_of_executor("ex1")
+    service.executors.report("ex1", ExecutorStatus("http://127.0.0.1:1", 2))
+    run = service.runs.create(ONE, "/project/p1/branch/main")
+    service.scheduler.schedule_once()
+    (task,) = service.executors.tasks_of("ex1")
     assert task.run_id == run.id
     return task.id
 
@@ -69,75 +70,75 @@ def assigned(service: RunService) -> str:
 )
 def test_bad_run_configs_are_refused(service: RunService, config: RunConfig, message: str) -> None:
     with pytest.raises(BadRequestError, match=message):
-        service.create_run(config, "/project/p1/branch/main")
-    assert service.runs.ids() == []
+        service.runs.create(config, "/project/p1/branch/main")
+    assert service.state.runs.ids() == []
 
 
 def test_groups_decide_cache_groups(service: RunService) -> None:
-    assert service.create_run(ONE, "/project/p1/branch/feature/x").cache_group == "projects/p1"
-    assert service.create_run(ONE, "/project/p1/pr/12").cache_group == "projects/p1"
-    run = service.create_run(ONE, "/user/u1/branch/wip/deep/name", repo_uuid="repo-9")
+    assert service.runs.create(ONE, "/project/p1/branch/feature/x").cache_group == "projects/p1"
+    assert service.runs.create(ONE, "/project/p1/pr/12").cache_group == "projects/p1"
+    run = service.runs.create(ONE, "/user/u1/branch/wip/deep/name", repo_uuid="repo-9")
     assert run.cache_group == "users/u1/repos/repo-9"
     assert run.group == "/user/u1/branch/wip/deep/name"  # a branch with "/" stays one element
     for group in ("/project/p1", "/project/p1/pr/x", "/user/u1/branch/b", "project/p1/branch/b"):
         with pytest.raises(BadRequestError):
-            service.create_run(ONE, group)
+            service.runs.create(ONE, group)
 
 
 def test_only_allowed_transitions_are_applied(service: RunService) -> None:
     task_id = assigned(service)
-    run_id = service.executor_tasks.get(task_id).run_id
+    run_id = service.state.executor_tasks.get(task_id).run_id
     running = ExecutorTaskStatus(
         ExecutorTaskPhase.RUNNING, start_time=NOW, step_states=[StepState(), StepState()]
     )
-    service.executor_task_status(task_id, running)
-    assert service.runs.get(run_id).tasks[0].status is TaskStatus.RUNNING
-    service.executor_task_status(task_id, ExecutorTaskStatus(ExecutorTaskPhase.NOTSTARTED))
-    assert service.runs.get(run_id).tasks[0].status is TaskStatus.RUNNING  # never back to notstarted
-    service.executor_task_status(
+    service.executors.task_status(task_id, running)
+    assert service.state.runs.get(run_id).tasks[0].status is TaskStatus.RUNNING
+    service.executors.task_status(task_id, ExecutorTaskStatus(ExecutorTaskPhase.NOTSTARTED))
+    assert service.state.runs.get(run_id).tasks[0].status is TaskStatus.RUNNING  # never back to notstarted
+    service.executors.task_status(
         task_id, ExecutorTaskStatus(ExecutorTaskPhase.FAILED, NOW, NOW, error="boom")
     )
-    task = service.runs.get(run_id).tasks[0]
+    task = service.state.runs.get(run_id).tasks[0]
     assert (task.status, task.error) == (TaskStatus.FAILED, "boom")
-    service.executor_task_status(task_id, running)
-    assert service.runs.get(run_id).tasks[0].status is TaskStatus.FAILED  # never back to running
+    service.executors.task_status(task_id, running)
+    assert service.state.runs.get(run_id).tasks[0].status is TaskStatus.FAILED  # never back to running
 
 
 def test_checker_fails_tasks_of_deleted_executors(service: RunService) -> None:
     task_id = assigned(service)
-    run_id = service.executor_tasks.get(task_id).run_id
+    run_id = service.state.executor_tasks.get(task_id).run_id
     states = [StepState(ExecutorTaskPhase.SUCCESS, NOW, NOW, 0), StepState(ExecutorTaskPhase.RUNNING, NOW)]
-    service.executor_task_status(
+    service.executors.task_status(
         task_id, ExecutorTaskStatus(ExecutorTaskPhase.RUNNING, NOW, step_states=states)
     )
-    service.check_executor_tasks_once()
-    assert service.executor_tasks.get(task_id).phase is ExecutorTaskPhase.RUNNING  # its executor exists
-    service.delete_executor("ex1")
-    assert service.executor_tasks.exists(task_id)  # deleting an executor touches no task
-    service.check_executor_tasks_once()
-    failed = service.executor_tasks.get(task_id)
+    service.checker.check_once()
+    assert service.state.executor_tasks.get(task_id).phase is ExecutorTaskPhase.RUNNING  # its executor exists
+    service.executors.delete("ex1")
+    assert service.state.executor_tasks.exists(task_id)  # deleting an executor touches no task
+    service.checker.check_once()
+    failed = service.state.executor_tasks.get(task_id)
     assert (failed.phase, failed.error) == (ExecutorTaskPhase.FAILED, "executor deleted")
     assert failed.end_time is not None
     assert failed.step_states[0] == states[0]
     assert failed.step_states[1].phase is ExecutorTaskPhase.FAILED and failed.step_states[1].end_time
-    task = service.runs.get(run_id).tasks[0]
+    task = service.state.runs.get(run_id).tasks[0]
     assert task.status is TaskStatus.FAILED and task.end_time == failed.end_time
     assert task.step_states[1].end_time == failed.end_time
-    service.executor_timeout = timedelta(0)  # gone past the timeout: the fetch gives up
-    service.fetch_once()  # nothing can be fetched from a gone executor: the executor task goes
-    assert not service.executor_tasks.exists(task_id)
-    service.schedule_once()
-    run = service.runs.get(run_id)
+    service.fetcher.executor_timeout = timedelta(0)  # gone past the timeout: the fetch gives up
+    service.fetcher.fetch_once()  # nothing can be fetched from a gone executor: the executor task goes
+    assert not service.state.executor_tasks.exists(task_id)
+    service.scheduler.schedule_once()
+    run = service.state.runs.get(run_id)
     assert run.phase is RunPhase.FINISHED and run.result.value == "failed"
     with pytest.raises(ConflictError):
-        service.restart_run(service.create_run(ONE, "/project/p1/branch/main").id)
+        service.runs.restart(service.runs.create(ONE, "/project/p1/branch/main").id)
 
 
 def test_reaper_deletes_silent_executors(service: RunService) -> None:
-    service.executor_timeout = timedelta(0)
-    service.executor_status("ex1", ExecutorStatus("http://127.0.0.1:1", 1))
-    service.reap_executors_once()
-    assert service.executors.ids() == []
+    service.reaper.executor_timeout = timedelta(0)
+    service.executors.report("ex1", ExecutorStatus("http://127.0.0.1:1", 1))
+    service.reaper.reap_once()
+    assert service.state.executors.ids() == []
 
 
 def test_one_runservice_owns_a_store() -> None:
@@ -169,6 +170,17 @@ def api(service: RunService) -> Iterator[str]:
     server.stop()
 
 
+R = RunServiceRoutes
+
+
+def at(route: Route, query: str = "", *, base: str = "", **values: str | int) -> tuple[str, str]:
+    """The method and URL of a request to ``route`` (``base`` + its path + ``?query``)."""
+    return route.method, base + route.path(**values) + (f"?{query}" if query else "")
+
+
+EX1 = at(R.put_executor, executor_id="ex1")
+
+
 def call(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[str, object]]:
     response = urllib3.request(method, url, body=body, retries=False)
     return response.status, json.loads(response.data)
@@ -177,41 +189,50 @@ def call(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[st
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "message"),
     [
-        ("PUT", "/api/v1/executors/ex1", b"{not json", 400, "malformed JSON"),
-        ("PUT", "/api/v1/executors/ex1", b'{"listen_url": 1, "active_tasks_limit": 1}', 400, "listen_url"),
-        ("PUT", "/api/v1/executors/ex1", b'{"listen_url": "u"}', 400, "active_tasks_limit"),
-        ("PUT", "/api/v1/executors/ex1", b'{"listen_url": "u", "active_tasks_limit": 0}', 400, "at least 1"),
+        (*EX1, b"{not json", 400, "malformed JSON"),
         (
-            "PUT",
-            "/api/v1/executors/ex1",
+            *EX1,
+            b'{"listen_url": 1, "active_tasks_limit": 1}',
+            400,
+            "listen_url",
+        ),
+        (*EX1, b'{"listen_url": "u"}', 400, "active_tasks_limit"),
+        (
+            *EX1,
+            b'{"listen_url": "u", "active_tasks_limit": 0}',
+            400,
+            "at least 1",
+        ),
+        (
+            *EX1,
             b'{"listen_url": "u", "active_tasks_limit": 1, "x": 1}',
             400,
             "unknown",
         ),
-        ("PUT", "/api/v1/executors/.hidden", b"{}", 400, "executor id"),
-        ("GET", "/api/v1/executors/nobody/tasks", None, 404, "not registered"),
-        ("PUT", "/api/v1/executortasks/nope/status", b'{"phase": "running"}', 404, "does not exist"),
-        ("PUT", "/api/v1/executortasks/nope/status", b'{"phase": "flying"}', 400, "flying"),
-        ("GET", "/api/v1/runs/nope", None, 404, "does not exist"),
-        ("DELETE", "/api/v1/runs/nope", None, 404, "does not exist"),
-        ("POST", "/api/v1/runs?group=/project/p/branch/b", b'{"tasks": []}', 400, "at least one task"),
-        ("GET", "/api/v1/workspacearchives/t1/x", None, 400, "invalid step 'x'"),
-        ("GET", "/api/v1/workspacearchives/t1/0", None, 404, "no archive"),
-        ("GET", "/api/v1/caches?group=projects/p1", None, 400, "key"),
-        ("GET", "/api/v1/caches?group=../x&key=k", None, 400, "cache group"),
-        ("GET", "/api/v1/nowhere", None, 404, ""),
-        ("PATCH", "/api/v1/runs/x", None, 405, ""),
+        (*at(R.put_executor, executor_id=".hidden"), b"{}", 400, "executor id"),
+        (*at(R.executor_tasks, executor_id="nobody"), None, 404, "not registered"),
+        (*at(R.task_status, task_id="nope"), b'{"phase": "running"}', 404, "does not exist"),
+        (*at(R.task_status, task_id="nope"), b'{"phase": "flying"}', 400, "flying"),
+        (*at(R.get_run, run_id="nope"), None, 404, "does not exist"),
+        (*at(R.delete_run, run_id="nope"), None, 404, "does not exist"),
+        (*at(R.create_run, "group=/project/p/branch/b"), b'{"tasks": []}', 400, "at least one task"),
+        (*at(R.archive, task_id="t1", step="x"), None, 400, "invalid step 'x'"),
+        (*at(R.archive, task_id="t1", step=0), None, 404, "no archive"),
+        (*at(R.restore_cache, "group=projects/p1"), None, 400, "key"),
+        (*at(R.restore_cache, "group=../x&key=k"), None, 400, "cache group"),
+        ("GET", "/api/v1/nowhere", None, 404, ""),  # no route
+        ("PATCH", R.get_run.path(run_id="x"), None, 405, ""),  # no such method
     ],
 )
 def test_bad_requests_get_4xx_and_change_nothing(
     api: str, service: RunService, method: str, path: str, body: bytes | None, status: int, message: str
 ) -> None:
-    before = sorted(entry.key for entry in service.storage.list())
+    before = sorted(entry.key for entry in service.state.storage.list())
     got, answer = call(method, api + path, body)
     assert got == status
     assert answer["kind"] in ("bad_request", "not_exist") or status == 405
     assert message in str(answer["message"])
-    assert sorted(entry.key for entry in service.storage.list()) == before
+    assert sorted(entry.key for entry in service.state.storage.list()) == before
 
 
 # One rule for a step in a URL, on every endpoint that takes one: a decimal int >= 0
@@ -220,7 +241,7 @@ BAD_STEPS = [
     ("01", "'01'"),
     ("-1", "'-1'"),
     ("+1", "'+1'"),
-    ("%201", "' 1'"),
+    (" 1", "' 1'"),
     ("x", "'x'"),
     ("1234567890", "'1234567890'"),
 ]
@@ -228,7 +249,7 @@ BAD_STEPS = [
 
 @pytest.mark.parametrize(("step", "named"), BAD_STEPS)
 def test_an_archive_step_breaking_the_rule_is_a_400_naming_it(api: str, step: str, named: str) -> None:
-    status, answer = call("GET", f"{api}/api/v1/workspacearchives/t1/{step}")
+    status, answer = call(*at(R.archive, task_id="t1", step=step, base=api))
     assert (status, answer["kind"]) == (400, "bad_request"), answer
     assert f"invalid step {named}" in str(answer["message"])
 
@@ -237,16 +258,16 @@ def test_an_archive_step_breaking_the_rule_is_a_400_naming_it(api: str, step: st
 def test_a_log_step_breaking_the_rule_is_a_400_naming_it(
     api: str, service: RunService, step: str, named: str
 ) -> None:
-    run = service.create_run(ONE, "/project/p1/branch/main")  # its task has 2 steps
-    status, answer = call("GET", f"{api}/api/v1/runs/{run.id}/tasks/build/logs/{step}")
+    run = service.runs.create(ONE, "/project/p1/branch/main")  # its task has 2 steps
+    status, answer = call(*at(R.run_log, run_id=run.id, task_name="build", step=step, base=api))
     assert (status, answer["kind"]) == (400, "bad_request"), answer
     assert f"invalid step {named}" in str(answer["message"])
 
 
 @pytest.mark.parametrize("step", ["setup", "0", "1"])
 def test_a_log_step_within_the_rule_is_looked_up(api: str, service: RunService, step: str) -> None:
-    run = service.create_run(ONE, "/project/p1/branch/main")
-    status, answer = call("GET", f"{api}/api/v1/runs/{run.id}/tasks/build/logs/{step}")
+    run = service.runs.create(ONE, "/project/p1/branch/main")
+    status, answer = call(*at(R.run_log, run_id=run.id, task_name="build", step=step, base=api))
     assert (status, answer["kind"]) == (404, "not_exist"), answer  # no log yet
 
 
@@ -254,8 +275,8 @@ def test_internal_errors_do_not_leak(api: str, service: RunService, monkeypatch:
     def broken(*args: object) -> None:
         raise RuntimeError("secret internals at /etc/shadow")
 
-    monkeypatch.setattr(service, "executor_status", broken)
+    monkeypatch.setattr(service.executors, "report", broken)
     status, answer = call(
-        "PUT", api + "/api/v1/executors/ex1", b'{"listen_url": "u", "active_tasks_limit": 1}'
+        *at(R.put_executor, executor_id="ex1", base=api), b'{"listen_url": "u", "active_tasks_limit": 1}'
     )
     assert (status, answer) == (500, {"kind": "internal", "message": "internal error"})

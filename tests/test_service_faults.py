@@ -20,8 +20,9 @@ import urllib3
 
 from objstore import MemoryStorage
 from runstore.contract import codec
+from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import InternalError
-from runstore.contract.http import ServerThread, ServiceClient
+from runstore.contract.http import ServerThread
 from runstore.contract.model import (
     ExecutorStatus,
     ExecutorTask,
@@ -39,6 +40,7 @@ from runstore.contract.model import (
     TaskConfig,
     TaskStatus,
 )
+from runstore.contract.routes import RunServiceRoutes as R
 from runstore.executor.executor import Executor
 from runstore.runservice.api import RunServiceApp, serve
 from runstore.runservice.service import RunService
@@ -68,7 +70,7 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) ->
 
 
 def snapshot(service: RunService) -> dict[str, bytes]:
-    return {entry.key: service.storage.read_bytes(entry.key) for entry in service.storage.list()}
+    return {entry.key: service.state.storage.read_bytes(entry.key) for entry in service.state.storage.list()}
 
 
 @pytest.fixture
@@ -78,15 +80,15 @@ def service() -> RunService:
 
 def assigned(service: RunService, config: RunConfig = TWO) -> ExecutorTask:
     """A run of ``config`` scheduled on an executor "ex1" that does not listen; its executor task."""
-    service.executor_status("ex1", ExecutorStatus("http://127.0.0.1:1", 2))
-    service.create_run(config, GROUP)
-    service.schedule_once()
-    (task,) = service.tasks_of_executor("ex1")
+    service.executors.report("ex1", ExecutorStatus("http://127.0.0.1:1", 2))
+    service.runs.create(config, GROUP)
+    service.scheduler.schedule_once()
+    (task,) = service.executors.tasks_of("ex1")
     return task
 
 
 def run_task(service: RunService, executor_task: ExecutorTask) -> RunTask:
-    (task,) = service.runs.get(executor_task.run_id).tasks
+    (task,) = service.state.runs.get(executor_task.run_id).tasks
     return task
 
 
@@ -99,8 +101,8 @@ def test_a_final_report_settles_a_task_whose_running_report_was_lost(
 ) -> None:
     task = assigned(service)
     report = ExecutorTaskStatus(ExecutorTaskPhase.SUCCESS, end_time=end_time, step_states=[SUCCEEDED] * 2)
-    service.executor_task_status(task.id, report)  # notstarted -> success: its running was lost
-    settled = service.executor_tasks.get(task.id)
+    service.executors.task_status(task.id, report)  # notstarted -> success: its running was lost
+    settled = service.state.executor_tasks.get(task.id)
     assert settled.phase is ExecutorTaskPhase.SUCCESS
     assert settled.end_time is not None and (end_time is None or settled.end_time == end_time)
     assert settled.start_time == settled.end_time  # the start is unknown: start = end
@@ -112,16 +114,16 @@ def test_a_final_report_settles_a_task_whose_running_report_was_lost(
     assert (followed.start_time, followed.end_time) == (settled.start_time, settled.end_time)
     assert followed.step_states == settled.step_states
 
-    service.executor_task_status(task.id, report)  # sent again: nothing changes
+    service.executors.task_status(task.id, report)  # sent again: nothing changes
     late = ExecutorTaskStatus(ExecutorTaskPhase.RUNNING, NOW, step_states=[StepState()] * 2)
-    service.executor_task_status(task.id, late)  # a late running report: a finished task stays
-    assert service.executor_tasks.get(task.id) == settled
+    service.executors.task_status(task.id, late)  # a late running report: a finished task stays
+    assert service.state.executor_tasks.get(task.id) == settled
 
-    service.executor_timeout = timedelta(0)  # "ex1" never listened: the fetch gives up at once
-    service.delete_executor("ex1")
-    service.fetch_once()
-    service.schedule_once()
-    run = service.runs.get(task.run_id)
+    service.fetcher.executor_timeout = timedelta(0)  # "ex1" never listened: the fetch gives up at once
+    service.executors.delete("ex1")
+    service.fetcher.fetch_once()
+    service.scheduler.schedule_once()
+    run = service.state.runs.get(task.run_id)
     assert (run.phase, run.result) == (RunPhase.FINISHED, RunResult.SUCCESS)
 
 
@@ -129,8 +131,8 @@ def test_step_states_settle_like_the_task(service: RunService) -> None:
     task = assigned(service)
     later = datetime.now(timezone.utc) + timedelta(seconds=5)
     first = [StepState(ExecutorTaskPhase.SUCCESS, exit_code=0), StepState(ExecutorTaskPhase.RUNNING)]
-    service.executor_task_status(task.id, ExecutorTaskStatus(ExecutorTaskPhase.RUNNING, step_states=first))
-    running = service.executor_tasks.get(task.id)
+    service.executors.task_status(task.id, ExecutorTaskStatus(ExecutorTaskPhase.RUNNING, step_states=first))
+    running = service.state.executor_tasks.get(task.id)
     assert running.start_time is not None
     ended, started = running.step_states
     assert ended.start_time == ended.end_time is not None  # its start and running reports were lost
@@ -141,8 +143,8 @@ def test_step_states_settle_like_the_task(service: RunService) -> None:
         step_states=[first[0], StepState(ExecutorTaskPhase.FAILED, exit_code=2)],
         error="step 1 failed",
     )
-    service.executor_task_status(task.id, final)
-    failed = service.executor_tasks.get(task.id)
+    service.executors.task_status(task.id, final)
+    failed = service.state.executor_tasks.get(task.id)
     assert (failed.phase, failed.start_time, failed.end_time) == (
         ExecutorTaskPhase.FAILED,
         running.start_time,
@@ -157,7 +159,7 @@ def test_a_run_finishes_when_all_but_the_final_status_reports_are_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = RunService(MemoryStorage(), interval=POLL)
-    apply = service.executor_task_status
+    apply = service.executors.task_status
     lost: list[ExecutorTaskPhase] = []
 
     def lossy(task_id: str, status: ExecutorTaskStatus) -> None:
@@ -166,14 +168,14 @@ def test_a_run_finishes_when_all_but_the_final_status_reports_are_lost(
             raise InternalError("lost on the way")
         apply(task_id, status)
 
-    monkeypatch.setattr(service, "executor_task_status", lossy)
+    monkeypatch.setattr(service.executors, "task_status", lossy)
     server = serve(service)
     executor = Executor(server.url, tmp_path / "executor", executor_id="ex1", interval=POLL).start()
     try:
-        run = service.create_run(HELLO, GROUP)
+        run = service.runs.create(HELLO, GROUP)
 
         def finished() -> Run | None:
-            current = service.runs.get(run.id)
+            current = service.state.runs.get(run.id)
             return current if current.phase is RunPhase.FINISHED else None
 
         done = wait_for("the run to finish", finished)
@@ -184,7 +186,7 @@ def test_a_run_finishes_when_all_but_the_final_status_reports_are_lost(
         assert task.start_time is not None and task.end_time is not None
         assert task.start_time <= task.end_time
         assert task.step_states[0].phase is ExecutorTaskPhase.SUCCESS
-        with service.store.open_log(task.id, 0) as log:
+        with service.state.store.open_log(task.id, 0) as log:
             assert b"hello" in log.read()
     finally:
         executor.stop()
@@ -201,17 +203,17 @@ TIMEOUT = timedelta(seconds=4)
 class Live:
     service: RunService
     executor: Executor
-    client: ServiceClient
+    client: RunServiceClient
 
     def finished_task(self) -> ExecutorTask:
         """Run HELLO on the executor; its executor task once it succeeded (not fetched)."""
-        self.service.create_run(HELLO, GROUP)
-        self.service.schedule_once()
-        (task,) = self.service.tasks_of_executor("ex1")
+        self.service.runs.create(HELLO, GROUP)
+        self.service.scheduler.schedule_once()
+        (task,) = self.service.executors.tasks_of("ex1")
         self.executor.run_once()  # starts it
 
         def succeeded() -> ExecutorTask | None:
-            current = self.service.executor_tasks.get(task.id)
+            current = self.service.state.executor_tasks.get(task.id)
             return current if current.phase.finished else None
 
         done = wait_for("the task to succeed", succeeded)
@@ -226,9 +228,9 @@ def live(tmp_path: Path) -> Iterator[Live]:
     server = ServerThread(RunServiceApp(service)).start()
     # Its loop runs once (it registers), then waits an hour: the test calls run_once.
     executor = Executor(server.url, tmp_path / "executor", executor_id="ex1", interval=3600).start()
-    client = ServiceClient(server.url)
+    client = RunServiceClient(server.url)
     try:
-        wait_for("the executor to register", lambda: service.executors.exists("ex1") or None)
+        wait_for("the executor to register", lambda: service.state.executors.exists("ex1") or None)
         yield Live(service, executor, client)
     finally:
         executor.stop()
@@ -240,26 +242,26 @@ def test_a_deleted_executor_that_comes_back_gives_its_logs(live: Live) -> None:
     service = live.service
     task = live.finished_task()
     live.executor.run_once()  # a status report just now
-    live.client.request("DELETE", "/api/v1/executors/ex1")
-    assert not service.executors.exists("ex1")
-    service.fetch_once()
+    live.client.delete_executor("ex1")
+    assert not service.state.executors.exists("ex1")
+    service.fetcher.fetch_once()
     waiting = run_task(service, task)
-    assert service.executor_tasks.exists(task.id)  # the fetch waits for the executor
+    assert service.state.executor_tasks.exists(task.id)  # the fetch waits for the executor
     assert (waiting.setup_log_fetch, waiting.step_log_fetch) == (
         FetchPhase.NOTSTARTED,
         [FetchPhase.NOTSTARTED],
     )
 
     live.executor.run_once()  # it registers again, with the task's files on its disk
-    assert service.executors.exists("ex1")
-    service.fetch_once()
+    assert service.state.executors.exists("ex1")
+    service.fetcher.fetch_once()
     fetched = run_task(service, task)
     assert (fetched.setup_log_fetch, fetched.step_log_fetch) == (FetchPhase.FINISHED, [FetchPhase.FINISHED])
-    assert not service.executor_tasks.exists(task.id)
-    with service.store.open_log(task.id, 0) as log:
+    assert not service.state.executor_tasks.exists(task.id)
+    with service.state.store.open_log(task.id, 0) as log:
         assert b"hello" in log.read()
-    service.schedule_once()
-    run = service.runs.get(task.run_id)
+    service.scheduler.schedule_once()
+    run = service.state.runs.get(task.run_id)
     assert (run.phase, run.result) == (RunPhase.FINISHED, RunResult.SUCCESS)
 
 
@@ -269,34 +271,34 @@ def test_the_fetch_gives_up_once_the_executor_stayed_gone_past_the_timeout(live:
     before_last_report = time.monotonic()
     live.executor.run_once()  # its last status report
     live.executor.stop()  # gone, and never back
-    live.client.request("DELETE", "/api/v1/executors/ex1")
-    service.fetch_once()
-    assert service.executor_tasks.exists(task.id)  # not yet: it may come back
+    live.client.delete_executor("ex1")
+    service.fetcher.fetch_once()
+    assert service.state.executor_tasks.exists(task.id)  # not yet: it may come back
 
     def given_up() -> RunTask | None:
-        service.fetch_once()
-        return None if service.executor_tasks.exists(task.id) else run_task(service, task)
+        service.fetcher.fetch_once()
+        return None if service.state.executor_tasks.exists(task.id) else run_task(service, task)
 
     gone = wait_for("the fetch to give up", given_up, timeout=TIMEOUT.total_seconds() + 15)
     assert time.monotonic() - before_last_report >= TIMEOUT.total_seconds() - 0.1
     assert (gone.setup_log_fetch, gone.step_log_fetch) == (FetchPhase.UNAVAILABLE, [FetchPhase.UNAVAILABLE])
-    service.schedule_once()
-    assert service.runs.get(task.run_id).phase is RunPhase.FINISHED
+    service.scheduler.schedule_once()
+    assert service.state.runs.get(task.run_id).phase is RunPhase.FINISHED
 
 
 def test_the_fetch_gives_up_at_once_on_a_reaped_executor(service: RunService) -> None:
     task = assigned(service, HELLO)
     report = ExecutorTaskStatus(ExecutorTaskPhase.SUCCESS, NOW, NOW, step_states=[SUCCEEDED])
-    service.executor_task_status(task.id, report)
+    service.executors.task_status(task.id, report)
     silent = attrs.evolve(
-        service.executors.get("ex1"), last_status_time=datetime.now(timezone.utc) - 2 * TIMEOUT
+        service.state.executors.get("ex1"), last_status_time=datetime.now(timezone.utc) - 2 * TIMEOUT
     )
-    service.executors.put("ex1", silent)
-    service.executor_timeout = TIMEOUT
-    service.reap_executors_once()  # silent past the timeout: deleted, and not waited for
-    assert not service.executors.exists("ex1")
-    service.fetch_once()
-    assert not service.executor_tasks.exists(task.id)
+    service.state.executors.put("ex1", silent)
+    service.reaper.executor_timeout = service.fetcher.executor_timeout = TIMEOUT
+    service.reaper.reap_once()  # silent past the timeout: deleted, and not waited for
+    assert not service.state.executors.exists("ex1")
+    service.fetcher.fetch_once()
+    assert not service.state.executor_tasks.exists(task.id)
     assert run_task(service, task).setup_log_fetch is FetchPhase.UNAVAILABLE
 
 
@@ -312,7 +314,10 @@ def api(service: RunService) -> Iterator[str]:
 
 def put_status(url: str, task_id: str, status: ExecutorTaskStatus) -> tuple[int, dict[str, str]]:
     response = urllib3.request(
-        "PUT", f"{url}/api/v1/executortasks/{task_id}/status", body=codec.dumps(status), retries=False
+        R.task_status.method,
+        url + R.task_status.path(task_id=task_id),
+        body=codec.dumps(status),
+        retries=False,
     )
     return response.status, json.loads(response.data)
 
@@ -361,7 +366,7 @@ def test_a_report_that_does_not_fit_the_steps_is_refused(
     assert (code, answer["kind"]) == (400, "bad_request"), answer
     assert message in answer["message"] and task.id in answer["message"]
     assert snapshot(service) == before
-    service.fetch_once()  # and nothing for the fetcher to trip over
+    service.fetcher.fetch_once()  # and nothing for the fetcher to trip over
     assert snapshot(service) == before
 
 
@@ -377,7 +382,9 @@ def test_bad_documents_stall_no_other_run(tmp_path: Path, caplog: pytest.LogCapt
         status=TaskStatus.SUCCESS,
         step_states=[SUCCEEDED, SUCCEEDED],
     )
-    service.runs.put("run-0-bad", Run("run-0-bad", GROUP, "projects/p1", [bad_task], phase=RunPhase.RUNNING))
+    service.state.runs.put(
+        "run-0-bad", Run("run-0-bad", GROUP, "projects/p1", [bad_task], phase=RunPhase.RUNNING)
+    )
     bad_executor_task = ExecutorTask(
         "task-0-bad",
         "run-0-bad",
@@ -387,31 +394,31 @@ def test_bad_documents_stall_no_other_run(tmp_path: Path, caplog: pytest.LogCapt
         phase=ExecutorTaskPhase.SUCCESS,
         step_states=[SUCCEEDED] * 2,
     )
-    service.executor_tasks.put("task-0-bad", bad_executor_task)
-    service.storage.write("runservice/runs/run-0-garbage.json", b"{not json")
-    service.storage.write("runservice/executortasks/task-0-garbage.json", b'{"id": 5}')
-    service.storage.write("runservice/executors/ex0-garbage.json", b"[]")
+    service.state.executor_tasks.put("task-0-bad", bad_executor_task)
+    service.state.storage.write("runservice/runs/run-0-garbage.json", b"{not json")
+    service.state.storage.write("runservice/executortasks/task-0-garbage.json", b'{"id": 5}')
+    service.state.storage.write("runservice/executors/ex0-garbage.json", b"[]")
     server = serve(service)
     executor = Executor(
         server.url, tmp_path / "executor", executor_id="ex1", active_tasks_limit=3, interval=POLL
     ).start()
     try:
-        runs = [service.create_run(HELLO, GROUP), service.create_run(TWO, GROUP)]
+        runs = [service.runs.create(HELLO, GROUP), service.runs.create(TWO, GROUP)]
 
         def finished() -> list[Run] | None:
-            current = [service.runs.get(run.id) for run in runs]
+            current = [service.state.runs.get(run.id) for run in runs]
             return current if all(run.phase is RunPhase.FINISHED for run in current) else None
 
         hello, two = wait_for("the good runs to finish", finished)
         assert hello.result is RunResult.SUCCESS and hello.tasks[0].fetched
-        with service.store.open_log(hello.tasks[0].id, 0) as log:
+        with service.state.store.open_log(hello.tasks[0].id, 0) as log:
             assert b"hello" in log.read()
         assert two.tasks[0].status.finished and two.tasks[0].fetched
     finally:
         executor.stop()
         server.stop()
         service.stop()
-    assert service.executor_tasks.exists("task-0-bad")  # the bad one stays, for a human to look at
+    assert service.state.executor_tasks.exists("task-0-bad")  # the bad one stays, for a human to look at
     errors = [
         record
         for record in caplog.records

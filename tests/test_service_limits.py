@@ -31,11 +31,15 @@ from runstore.contract.model import (
     TaskConfig,
     TaskStatus,
 )
+from runstore.contract.routes import RunServiceRoutes
 from runstore.runservice import api, runconfig, tasks
 from runstore.runservice.api import RunServiceApp
 from runstore.runservice.service import RunService
 
 GROUP = "/project/p1/branch/main"
+R = RunServiceRoutes
+RUNS = f"{R.create_run.path()}?group={GROUP}"
+EXECUTOR = R.put_executor.path(executor_id="ex1")
 N = 200  # tasks, each depending on all earlier ones: 19,900 dependencies, within the limit
 EDGES = N * (N - 1) // 2
 RUN = Step(StepKind.RUN, command="true")
@@ -101,7 +105,7 @@ def call(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[st
 
 
 def keys(service: RunService) -> list[str]:
-    return sorted(entry.key for entry in service.storage.list())
+    return sorted(entry.key for entry in service.state.storage.list())
 
 
 # -- the dependency graph ----------------------------------------------------------------
@@ -119,7 +123,7 @@ def test_workspace_of_a_dense_graph_reads_each_dependency_once(service: RunServi
             for index, config in enumerate(dense_config(N).tasks)
         ],
     )
-    workspace = service._workspace_of(run, run.tasks[-1])
+    workspace = tasks.workspace_of(run, run.tasks[-1])
     assert workspace == [ArchiveRef(f"id-{name(index)}", 0) for index in range(N - 1)]
     assert budget.spent <= EDGES  # each task's dependencies read once
     budget.spent = 0
@@ -146,15 +150,15 @@ def test_creating_and_scheduling_a_dense_run_is_linear(
 ) -> None:
     """Checking the config and assigning its last task read O(tasks + dependencies)."""
     budget = Budget(6 * (N + EDGES))  # the checks, the cycle walk, the encodings
-    run = service.create_run(dense_config(N, budget), GROUP)
+    run = service.runs.create(dense_config(N, budget), GROUP)
     assert budget.spent <= 5 * EDGES
 
     def succeeded(run: Run) -> Run:
         done = [attrs.evolve(t, status=TaskStatus.SUCCESS, registered=True) for t in run.tasks[:-1]]
         return attrs.evolve(run, tasks=[*done, run.tasks[-1]])
 
-    service.runs.update(run.id, succeeded)
-    service.executor_status("ex1", ExecutorStatus("http://127.0.0.1:1", 1))
+    service.state.runs.update(run.id, succeeded)
+    service.executors.report("ex1", ExecutorStatus("http://127.0.0.1:1", 1))
     lookups = Budget(4 * (N + EDGES))
     by_name = Run.task
 
@@ -163,8 +167,8 @@ def test_creating_and_scheduling_a_dense_run_is_linear(
         return by_name(self, task_name)
 
     monkeypatch.setattr(Run, "task", counted)
-    service.schedule_once()
-    (assigned,) = service.tasks_of_executor("ex1")
+    service.scheduler.schedule_once()
+    (assigned,) = service.executors.tasks_of("ex1")
     assert assigned.task_name == name(N - 1)
     assert assigned.workspace == [ArchiveRef(t.id, 0) for t in run.tasks[:-1]]
 
@@ -173,7 +177,7 @@ def test_iterative_cycle_check_names_the_cycle(service: RunService) -> None:
     chain = [TaskConfig(name(index), [RUN], [name(index + 1)]) for index in range(N - 1)]
     config = RunConfig([*chain, TaskConfig(name(N - 1), [RUN], [name(50)])])
     with pytest.raises(BadRequestError, match=r"cycle: t050 -> t051 -> .* -> t199 -> t050"):
-        service.create_run(config, GROUP)
+        service.runs.create(config, GROUP)
 
 
 # -- limits of a run, at its creation over HTTP ---------------------------------------
@@ -197,7 +201,7 @@ def test_a_config_over_a_limit_is_a_400_naming_it(
     server: str, service: RunService, what: str, config: RunConfig, message: str
 ) -> None:
     before = keys(service)
-    status, answer = call("POST", f"{server}/api/v1/runs?group={GROUP}", codec.dumps(config))
+    status, answer = call("POST", server + RUNS, codec.dumps(config))
     assert (status, answer.get("kind")) == (400, "bad_request"), answer
     assert message in str(answer["message"])
     assert keys(service) == before
@@ -205,10 +209,10 @@ def test_a_config_over_a_limit_is_a_400_naming_it(
 
 def test_a_config_at_the_limits_is_accepted(server: str, service: RunService) -> None:
     assert N * (N - 1) // 2 <= runconfig.MAX_DEPENDENCIES < (N + 1) * N // 2
-    status, answer = call("POST", f"{server}/api/v1/runs?group={GROUP}", codec.dumps(dense_config(N)))
+    status, answer = call("POST", server + RUNS, codec.dumps(dense_config(N)))
     assert status == 201, answer
     steps = RunConfig([TaskConfig("a", [RUN] * runconfig.MAX_STEPS)])
-    assert call("POST", f"{server}/api/v1/runs?group={GROUP}", codec.dumps(steps))[0] == 201
+    assert call("POST", server + RUNS, codec.dumps(steps))[0] == 201
 
 
 # -- request bodies: what arrives is counted -------------------------------------------
@@ -239,7 +243,7 @@ def send(
         connection.close()
 
 
-CACHE = "/api/v1/caches?group=projects/p1&key=k1"
+CACHE = f"{R.save_cache.path()}?group=projects/p1&key=k1"
 CACHE_LIMIT = 64 << 10
 
 
@@ -280,10 +284,10 @@ def test_cache_uploads_up_to_the_limit_are_saved_whole(server: str, service: Run
 
 def test_a_chunked_json_body_over_the_limit_is_a_413(server: str, service: RunService) -> None:
     chunks = [b" " * (64 << 10)] * 24  # 1.5 MiB of whitespace, sent chunked
-    status, answer = send(server, "PUT", "/api/v1/executors/ex1", chunks, {}, chunked=True)
+    status, answer = send(server, "PUT", EXECUTOR, chunks, {}, chunked=True)
     assert (status, answer.get("kind")) == (413, "too_large"), answer
     assert "over the limit of 1048576 bytes" in str(answer["message"])
-    status, answer = call("PUT", f"{server}/api/v1/executors/ex1", b" " * (2 << 20))
+    status, answer = call("PUT", server + EXECUTOR, b" " * (2 << 20))
     assert (status, answer.get("kind")) == (413, "too_large")
     assert keys(service) == []
 
@@ -319,13 +323,11 @@ def test_deeply_nested_json_is_a_400_and_the_server_keeps_serving(
     server: str, service: RunService, body: bytes
 ) -> None:
     """Regression: json.loads recursed until RecursionError, answered as a 500."""
-    for path in ("/api/v1/executors/ex1", f"/api/v1/runs?group={GROUP}"):
-        status, answer = call("PUT" if "executors" in path else "POST", server + path, body)
+    for method, path in ((R.put_executor.method, EXECUTOR), (R.create_run.method, RUNS)):
+        status, answer = call(method, server + path, body)
         assert (status, answer.get("kind")) == (400, "bad_request"), answer
         assert f"over the limit of {codec.MAX_DEPTH}" in str(answer["message"])
-    status, answer = call(
-        "PUT", f"{server}/api/v1/executors/ex1", b'{"listen_url": "u", "active_tasks_limit": 1}'
-    )
+    status, answer = call("PUT", server + EXECUTOR, b'{"listen_url": "u", "active_tasks_limit": 1}')
     assert status == 200 and answer["id"] == "ex1"
 
 

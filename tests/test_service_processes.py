@@ -15,6 +15,7 @@ from typing import TypeVar
 import attrs
 import pytest
 
+from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import RemoteServiceError
 from runstore.contract.http import ServiceClient
 from runstore.contract.model import (
@@ -28,6 +29,7 @@ from runstore.contract.model import (
     TaskConfig,
     TaskStatus,
 )
+from runstore.contract.routes import RunServiceRoutes as R
 from tests.test_processes import ROOT
 
 T = TypeVar("T")
@@ -96,20 +98,16 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) ->
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def create_run(client: ServiceClient, config: RunConfig) -> Run:
-    run = client.send_json("POST", "/api/v1/runs?group=/project/p1/branch/main", config, Run)
-    assert run is not None
-    return run
+def create_run(client: RunServiceClient, config: RunConfig) -> Run:
+    return client.create_run(config, "/project/p1/branch/main")
 
 
-def get_run(client: ServiceClient, run_id: str) -> Run:
-    return client.get_json(f"/api/v1/runs/{run_id}", Run)
+def get_run(client: RunServiceClient, run_id: str) -> Run:
+    return client.get_run(run_id)
 
 
-def executor_tasks(client: ServiceClient) -> dict[str, ExecutorTask]:
-    return {
-        task.task_name: task for task in client.get_json("/api/v1/executors/ex1/tasks", list[ExecutorTask])
-    }
+def executor_tasks(client: RunServiceClient) -> dict[str, ExecutorTask]:
+    return {task.task_name: task for task in client.executor_tasks("ex1")}
 
 
 def test_killed_and_deleted_executor_fails_its_task(tmp_path: Path) -> None:
@@ -130,7 +128,7 @@ def test_killed_and_deleted_executor_fails_its_task(tmp_path: Path) -> None:
 
 
 def _killed_and_deleted_executor_fails_its_task(runservice: Service, tmp_path: Path) -> None:
-    client = ServiceClient(runservice.url)
+    client = RunServiceClient(runservice.url)
     executor = start_executor(runservice, tmp_path / "executor")
     step_pid = tmp_path / "step.pid"
     config = RunConfig(
@@ -158,7 +156,7 @@ def _killed_and_deleted_executor_fails_its_task(runservice: Service, tmp_path: P
     executor.stop()
     with contextlib.suppress(ProcessLookupError):  # a SIGKILLed executor cannot stop its steps
         os.killpg(int(step_pid.read_text()), signal.SIGKILL)
-    client.request("DELETE", "/api/v1/executors/ex1")
+    client.delete_executor("ex1")
     finished = wait_for(
         "the run to finish", lambda: (r := get_run(client, run.id)).phase is RunPhase.FINISHED and r
     )
@@ -172,7 +170,7 @@ def _killed_and_deleted_executor_fails_its_task(runservice: Service, tmp_path: P
 
 
 def test_executor_task_goes_as_soon_as_its_data_is_fetched(runservice: Service, tmp_path: Path) -> None:
-    client = ServiceClient(runservice.url)
+    client = RunServiceClient(runservice.url)
     executor = start_executor(runservice, tmp_path / "executor")
     release = tmp_path / "release"
     wait = f"for i in $(seq 600); do [ -f {release} ] && exit 0; sleep 0.1; done; exit 1"
@@ -194,7 +192,8 @@ def test_executor_task_goes_as_soon_as_its_data_is_fetched(runservice: Service, 
         )
         assert tasks["slow"].phase is ExecutorTaskPhase.RUNNING  # the other task still runs
         assert get_run(client, run.id).phase is RunPhase.RUNNING
-        log = client.request("GET", f"/api/v1/runs/{run.id}/tasks/fast/logs/0").data
+        with client.run_log(run.id, "fast", 0) as stream:
+            log = stream.read()
         assert b"\nfast\n" in log
         release.touch()
         finished = wait_for(
@@ -211,17 +210,18 @@ def test_bad_requests_to_the_process_change_nothing(runservice: Service, tmp_pat
     client = ServiceClient(runservice.url)
     store = tmp_path / "store" / "data"
     before = sorted(str(path) for path in store.rglob("*"))
-    for method, path, body, status in [
-        ("POST", "/api/v1/runs?group=/project/p1/branch/main", b"{oops", 400),
-        ("POST", "/api/v1/runs?group=/project/p1/branch/main", b'{"tasks": 5}', 400),
-        ("PUT", "/api/v1/executors/ex1", b"x" * (2 << 20), 413),
-        ("GET", "/api/v1/runs/no-such-run", None, 404),
-        ("POST", "/api/v1/runs/no-such-run/restart", None, 404),
-        ("PUT", "/api/v1/executortasks/no-such-task/status", b'{"phase": "running"}', 404),
+    group = {"group": "/project/p1/branch/main"}
+    for route, values, fields, body, status in [
+        (R.create_run, {}, group, b"{oops", 400),
+        (R.create_run, {}, group, b'{"tasks": 5}', 400),
+        (R.put_executor, {"executor_id": "ex1"}, {}, b"x" * (2 << 20), 413),
+        (R.get_run, {"run_id": "no-such-run"}, {}, None, 404),
+        (R.restart_run, {"run_id": "no-such-run"}, {}, None, 404),
+        (R.task_status, {"task_id": "no-such-task"}, {}, b'{"phase": "running"}', 404),
     ]:
         with pytest.raises(RemoteServiceError) as caught:
-            client.request(method, path, body=body)
-        assert caught.value.status == status, (method, path, caught.value)
+            client.request(route, values, body=body, fields=fields)
+        assert caught.value.status == status, (route, caught.value)
         assert caught.value.remote_message
     assert sorted(str(path) for path in store.rglob("*")) == before
 

@@ -8,9 +8,11 @@ from collections.abc import Iterator
 import pytest
 import urllib3
 
+from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import ErrorKind, RemoteServiceError
-from runstore.contract.http import ServerThread, ServiceClient
+from runstore.contract.http import ServerThread
 from runstore.contract.model import RunConfig, Step, StepKind, TaskConfig
+from runstore.contract.routes import RunServiceRoutes as R
 from runstore.runservice.api import RunServiceApp
 from runstore.runservice.service import RunService
 from tests.conftest import ProxiedStorageFactory
@@ -37,8 +39,8 @@ def test_a_failing_store_answers_503_unavailable_until_it_recovers(
     served: tuple[RunService, str], fault_proxy: FaultProxy, fault: Fault, caplog: pytest.LogCaptureFixture
 ) -> None:
     service, url = served
-    run = service.create_run(ONE, "/project/p1/branch/main")
-    path = f"/api/v1/runs/{run.id}"
+    run = service.runs.create(ONE, "/project/p1/branch/main")
+    path = R.get_run.path(run_id=run.id)
     fault_proxy.plan(Rule(fault))
 
     status, answer = call("GET", url + path)
@@ -49,16 +51,16 @@ def test_a_failing_store_answers_503_unavailable_until_it_recovers(
     assert fault_proxy.endpoint not in message and "objstore-test-" not in message  # no internals
     assert any(record.exc_info for record in caplog.records)  # the original is logged, with its traceback
 
-    client = ServiceClient(url)
+    client = RunServiceClient(url)
     try:
         with pytest.raises(RemoteServiceError) as raised:
-            client.get_json(path, dict)
+            client.get_run(run.id)
         assert raised.value.kind is ErrorKind.UNAVAILABLE and raised.value.retryable
         assert raised.value.status == 503
 
         fault_proxy.clear()
         status, answer = call("GET", url + path)
         assert status == 200 and answer["id"] == run.id
-        assert client.get_json(path, dict)["id"] == run.id
+        assert client.get_run(run.id).id == run.id
     finally:
         client.close()

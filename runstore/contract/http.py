@@ -5,7 +5,8 @@ werkzeug's own HTTP errors) into a status code and a JSON body, a failure of a
 dependency (its ``unavailable_errors``: the runservice's are objstore's ``RemoteError``)
 into 503 ``unavailable``, and any other exception into a plain "internal error" so no
 internals leak. :class:`ServiceClient` does the reverse: an error response becomes a
-:class:`RemoteServiceError` of the same kind (``retryable`` if ``unavailable``).
+:class:`RemoteServiceError` of the same kind (``retryable`` if ``unavailable``). Both
+take their paths from a table of :mod:`runstore.contract.routes`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import io
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any, BinaryIO, ClassVar, TypeVar
 from urllib.parse import urlencode
 
@@ -29,10 +30,12 @@ from runstore.contract import codec
 from runstore.contract.errors import (
     BadRequestError,
     ErrorKind,
+    InternalError,
     RemoteServiceError,
     ServiceError,
     TooLargeError,
 )
+from runstore.contract.routes import Route, route_map, routes_of
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ def listen_address(text: str) -> tuple[str, int]:
     if not host or not port.isdigit() or int(port) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
     return host, int(port)
+
 
 MAX_JSON_BODY = 1 << 20
 """The most bytes a JSON request body may have, however it is sent."""
@@ -142,17 +146,29 @@ def read_json(request: Request, kind: type[T], limit: int | None = None) -> T:
 
 
 class JsonApp:
-    """A WSGI app whose routes (werkzeug rules with ``endpoint`` = handler name) return Responses."""
+    """A WSGI app serving a table of routes: each one's handler is the method of its name.
 
-    routes: Map
+    A subclass names its table in ``table``; one without a handler for every route of
+    it is refused when the class is made (``TypeError``).
+    """
+
+    table: ClassVar[type]
+    _map: ClassVar[Map]
     unavailable_errors: ClassVar[tuple[type[Exception], ...]] = ()
     """Exceptions that mean a dependency (the store) failed for now: they answer 503
     ``unavailable``, the original logged with its traceback; any other one answers 500."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        missing = [name for name, _ in routes_of(cls.table) if not callable(getattr(cls, name, None))]
+        if missing:
+            raise TypeError(f"{cls.__name__} has no handler for the route(s) {', '.join(missing)}")
+        cls._map = route_map(cls.table)
+
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
         try:
-            endpoint, values = self.routes.bind_to_environ(environ).match()
+            endpoint, values = self._map.bind_to_environ(environ).match()
             response: Response = getattr(self, endpoint)(request, **values)
         except ServiceError as exc:
             response = error_response(exc.kind, exc.message)
@@ -194,7 +210,11 @@ class ServerThread:
 
 
 class ServiceClient:
-    """JSON and streams over HTTP to a run service component at ``base_url``."""
+    """Requests to a run service component at ``base_url``, by :class:`Route`.
+
+    The typed clients (:mod:`runstore.contract.clients`) are built on it; the tests use
+    it for requests no typed client sends (malformed bodies, say).
+    """
 
     def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -204,36 +224,112 @@ class ServiceClient:
 
     def request(
         self,
-        method: str,
-        path: str,
+        route: Route,
+        values: Mapping[str, str | int] | None = None,
         *,
         body: bytes | BinaryIO | Iterator[bytes] | None = None,
-        fields: dict[str, str | list[str]] | None = None,
+        fields: Mapping[str, str | list[str]] | None = None,
         stream: bool = False,
     ) -> urllib3.BaseHTTPResponse:
-        """Send a request; raise ``RemoteServiceError`` for an error response."""
-        url = self.base_url + path
+        """Send a request to ``route`` (its placeholders filled from ``values``, ``fields``
+        as the query); ``RemoteServiceError`` for an error response, ``UnreachableError``
+        if none came."""
+        url = self.base_url + route.path(**(values or {}))
         if fields:
             url += "?" + urlencode(fields, doseq=True)
         try:
-            response = self._http.request(method, url, body=body, preload_content=not stream)
+            response = self._http.request(route.method, url, body=body, preload_content=not stream)
         except urllib3.exceptions.HTTPError as exc:
-            raise UnreachableError(f"{method} {url} failed: {exc}") from exc
+            raise UnreachableError(f"{route.method} {url} failed: {exc}") from exc
         if response.status >= 400:
-            raw = response.data if not stream else response.read()
-            response.release_conn()
+            try:
+                raw = response.data if not stream else response.read()
+            except urllib3.exceptions.HTTPError as exc:
+                raise UnreachableError(f"{route.method} {url}: the error answer broke off: {exc}") from exc
+            finally:
+                response.release_conn()
             raise _remote_error(response.status, raw)
         return response
 
-    def get_json(self, path: str, kind: type[T], **fields: str | list[str]) -> T:
-        return codec.loads(kind, self.request("GET", path, fields=fields or None).data)
+    def send(
+        self,
+        route: Route,
+        values: Mapping[str, str | int] | None = None,
+        *,
+        value: Any = None,
+        body: bytes | BinaryIO | None = None,
+        fields: Mapping[str, str | list[str]] | None = None,
+    ) -> bytes:
+        """Send ``value`` as JSON (or ``body`` as it is, or nothing); the answer's body."""
+        payload = codec.dumps(value) if value is not None else body
+        return self.request(route, values, body=payload, fields=fields).data
 
-    def send_json(self, method: str, path: str, value: Any, kind: type[T] | None = None) -> T | None:
-        response = self.request(method, path, body=codec.dumps(value))
-        return codec.loads(kind, response.data) if kind is not None else None
+    def json(
+        self,
+        route: Route,
+        kind: type[T],
+        values: Mapping[str, str | int] | None = None,
+        *,
+        value: Any = None,
+        body: bytes | BinaryIO | None = None,
+        fields: Mapping[str, str | list[str]] | None = None,
+    ) -> T:
+        """:meth:`send`, and the answer as a ``kind``; ``InternalError`` if it is not one."""
+        raw = self.send(route, values, value=value, body=body, fields=fields)
+        try:
+            return codec.loads(kind, raw)
+        except ValueError as exc:
+            raise InternalError(
+                f"{self.base_url} answered {route.template} with a malformed {kind}: {exc}"
+            ) from exc
+
+    def open(
+        self,
+        route: Route,
+        values: Mapping[str, str | int] | None = None,
+        *,
+        fields: Mapping[str, str | list[str]] | None = None,
+    ) -> Download:
+        """The answer's body as a stream, received while it is read."""
+        return Download(self.request(route, values, fields=fields, stream=True))
 
     def close(self) -> None:
         self._http.clear()
+
+
+class Download(io.RawIOBase):
+    """A response body, received while it is read; ``headers`` are the response's.
+
+    A body that breaks off or ends short of its ``Content-Length`` raises
+    ``UnreachableError`` naming how much arrived; closing returns the connection (one
+    not read to its end is dropped).
+    """
+
+    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
+        super().__init__()
+        self._response = response
+        self.headers = response.headers
+        self.received = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            count = self._response.readinto(buffer)
+        except urllib3.exceptions.HTTPError as exc:
+            raise UnreachableError(f"the download broke off after {self.received} bytes: {exc}") from exc
+        self.received += count
+        return count
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                if not self._response.closed:
+                    self._response.close()  # not read to its end: the connection is dropped
+                self._response.release_conn()
+            finally:
+                super().close()
 
 
 class UnreachableError(ServiceError):

@@ -246,3 +246,10 @@ class ExecutorStatus:
     listen_url: str
     active_tasks_limit: int
     active_tasks: list[str] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class CacheSaved:
+    """The answer to a cache upload: whether it saved the cache (the first upload of a key wins)."""
+
+    saved: bool

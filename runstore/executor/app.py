@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from runstore.contract.errors import BadRequestError, NotExistError
 from runstore.contract.http import JsonApp
+from runstore.contract.routes import ExecutorRoutes
 from runstore.errors import InvalidIdError
 from runstore.executor.files import TaskFiles
 from runstore.ids import parse_log_step, parse_step
@@ -22,12 +22,7 @@ _CHUNK = 1 << 16
 class ExecutorApp(JsonApp):
     """Serves the files of the tasks under ``tasks_dir``."""
 
-    routes = Map(
-        [
-            Rule("/api/v1/tasks/<task_id>/logs/<step>", endpoint="get_log", methods=["GET"]),
-            Rule("/api/v1/tasks/<task_id>/archives/<step>", endpoint="get_archive", methods=["GET"]),
-        ]
-    )
+    table = ExecutorRoutes
 
     def __init__(self, tasks_dir: Path) -> None:
         self._tasks_dir = tasks_dir

@@ -29,8 +29,9 @@ from pathlib import Path
 from types import FrameType
 
 from runstore.clock import now
-from runstore.contract.errors import InternalError, ServiceError
-from runstore.contract.http import ServerThread, ServiceClient, listen_address
+from runstore.contract.clients import RunServiceClient
+from runstore.contract.errors import ServiceError
+from runstore.contract.http import ServerThread, listen_address
 from runstore.contract.model import ExecutorStatus, ExecutorTask, ExecutorTaskPhase
 from runstore.errors import InvalidIdError
 from runstore.executor.app import ExecutorApp
@@ -43,7 +44,6 @@ from runstore.executor.task import (
     UNASSIGNED,
     TaskRunner,
     status_of,
-    status_path,
 )
 from runstore.ids import check_id
 
@@ -75,7 +75,7 @@ class Executor:
         self.interval = interval
         self.tasks_dir = Path(data_dir) / "tasks"
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
-        self._client = ServiceClient(runservice_url)
+        self._client = RunServiceClient(runservice_url)
         self._server = ServerThread(ExecutorApp(self.tasks_dir), host, port)
         self._runners: dict[str, TaskRunner] = {}
         self._orphans_noted: set[str] = set()
@@ -141,11 +141,8 @@ class Executor:
                 return
             active = sorted(task_id for task_id, runner in self._runners.items() if runner.alive)
             status = ExecutorStatus(self.url, self.active_tasks_limit, active)
-            self._client.send_json("PUT", f"/api/v1/executors/{self.id}", status)
-            try:
-                tasks = self._client.get_json(f"/api/v1/executors/{self.id}/tasks", list[ExecutorTask])
-            except ValueError as exc:
-                raise InternalError(f"the runservice sent malformed tasks: {exc}") from exc
+            self._client.put_executor(self.id, status)
+            tasks = self._client.executor_tasks(self.id)
             assigned: dict[str, ExecutorTask] = {}
             for task in tasks:
                 try:
@@ -193,7 +190,7 @@ class Executor:
                     with StepLog(path) as out:
                         out.line("step failed: the executor restarted while it ran")
             self._orphans_noted.add(task.id)
-        self._client.send_json("PUT", status_path(task.id), status)
+        self._client.task_status(task.id, status)
         log.warning("executor %s: task %s ran before a restart: marked failed", self.id, task.id)
 
     def _remove_unassigned(self, assigned: dict[str, ExecutorTask]) -> None:

@@ -7,7 +7,6 @@ A step function returns the exit code of its command (RUN) or None, and raises
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -15,13 +14,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import attrs
-import urllib3
 
-from runstore.contract.errors import ErrorKind, RemoteServiceError, ServiceError
-from runstore.contract.http import ServiceClient
+from runstore.contract.clients import RunServiceClient
+from runstore.contract.errors import ServiceError
+from runstore.contract.http import Download
 from runstore.contract.model import ExecutorTask, Step, StepKind
 from runstore.errors import InvalidIdError
 from runstore.executor.files import ArchiveError, TaskFiles, extract_tar, write_tar
@@ -105,7 +104,7 @@ class StepContext:
 
     task: ExecutorTask
     files: TaskFiles
-    client: ServiceClient
+    client: RunServiceClient
     environment: dict[str, str]
     cancellation: Cancellation
 
@@ -216,10 +215,7 @@ def _restore_workspace(context: StepContext, index: int, step: Step, out: StepLo
         out.line(f"restoring the archive of step {archive_step} of task {task_id}")
         download = context.files.tmp / f"restore-{index}.tar"
         try:
-            response = context.client.request(
-                "GET", f"/api/v1/workspacearchives/{task_id}/{archive_step}", stream=True
-            )
-            size = _save_stream(response, download)
+            size = _save_stream(context.client.archive(task_id, archive_step), download)
             count = _extract(download, context.files.workspace)
         except ServiceError as exc:
             raise StepError(
@@ -242,10 +238,7 @@ def _save_cache(context: StepContext, index: int, step: Step, out: StepLog) -> N
         count = _tar(context, step.paths, tar, out)
         size = tar.stat().st_size
         with tar.open("rb") as body:
-            response = context.client.request(
-                "PUT", "/api/v1/caches", fields={"group": group, "key": key}, body=body
-            )
-        saved = _saved(response.data)
+            saved = context.client.save_cache(group, key, body)
     except ServiceError as exc:
         raise StepError(f"cannot upload the cache: {exc}") from exc
     finally:
@@ -264,17 +257,12 @@ def _restore_cache(context: StepContext, index: int, step: Step, out: StepLog) -
     out.line(f"looking for a cache of group {group!r} matching {_listing(step.keys)}")
     download = context.files.tmp / f"cache-{index}.tar"
     try:
-        try:
-            response = context.client.request(
-                "GET", "/api/v1/caches", fields={"group": group, "key": list(step.keys)}, stream=True
-            )
-        except RemoteServiceError as exc:
-            if exc.kind is not ErrorKind.NOT_EXIST:
-                raise
+        found = context.client.restore_cache(group, list(step.keys))
+        if found is None:
             out.line("no cache matched: nothing restored")
             return None
-        key = response.headers.get("X-Cache-Key", "")
-        size = _save_stream(response, download)
+        key = found.key
+        size = _save_stream(found.stream, download)
         count = _extract(download, context.files.workspace)
     except ServiceError as exc:
         raise StepError(f"cannot fetch the cache: {exc}") from exc
@@ -298,30 +286,12 @@ def _extract(archive: Path, workspace: Path) -> int:
         raise StepError(str(exc)) from exc
 
 
-def _save_stream(response: urllib3.BaseHTTPResponse, destination: Path) -> int:
-    """Write a streamed response body to ``destination``; its size."""
-    size = 0
-    try:
-        with destination.open("wb") as file:
-            for chunk in response.stream(_CHUNK):
-                file.write(chunk)
-                size += len(chunk)
-    except urllib3.exceptions.HTTPError as exc:
-        raise StepError(f"the download broke off after {size} bytes: {exc}") from exc
-    finally:
-        response.release_conn()
-    return size
-
-
-def _saved(raw: bytes) -> bool:
-    try:
-        answer: Any = json.loads(raw)
-        saved = answer["saved"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StepError(f"the runservice answered the cache upload with {raw[:200]!r}") from exc
-    if not isinstance(saved, bool):
-        raise StepError(f"the runservice answered the cache upload with {raw[:200]!r}")
-    return saved
+def _save_stream(stream: Download, destination: Path) -> int:
+    """Write a download to ``destination``; its size."""
+    with stream, destination.open("wb") as file:
+        while chunk := stream.read(_CHUNK):
+            file.write(chunk)
+    return stream.received
 
 
 def _cache_group(context: StepContext) -> str:

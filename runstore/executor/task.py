@@ -15,8 +15,8 @@ import threading
 import attrs
 
 from runstore.clock import now
+from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import ServiceError
-from runstore.contract.http import ServiceClient
 from runstore.contract.model import ExecutorTask, ExecutorTaskPhase, ExecutorTaskStatus, Step, StepState
 from runstore.executor.files import TaskFiles
 from runstore.executor.steps import Cancellation, StepContext, StepError, StepLog, describe, run_step
@@ -27,10 +27,6 @@ RESTARTED = "executor restarted"
 STOPPED = "executor stopped"
 UNASSIGNED = "the task is no longer assigned to this executor"
 ENDED = "the runservice ended the task"
-
-
-def status_path(task_id: str) -> str:
-    return f"/api/v1/executortasks/{task_id}/status"
 
 
 def status_of(task: ExecutorTask) -> ExecutorTaskStatus:
@@ -53,7 +49,9 @@ def task_environment(task: ExecutorTask, workspace: os.PathLike[str]) -> dict[st
 class TaskRunner:
     """Runs one executor task's steps in a thread of its own, reporting each change."""
 
-    def __init__(self, task: ExecutorTask, files: TaskFiles, client: ServiceClient, executor_id: str) -> None:
+    def __init__(
+        self, task: ExecutorTask, files: TaskFiles, client: RunServiceClient, executor_id: str
+    ) -> None:
         self.task = task
         self.files = files
         self._client = client
@@ -109,7 +107,7 @@ class TaskRunner:
                     return False
                 status = self._status
             try:
-                self._client.send_json("PUT", status_path(self.task.id), status)
+                self._client.task_status(self.task.id, status)
             except ServiceError as exc:
                 log.warning(
                     "task %s: reporting its status (%s) failed: %s", self.task.id, status.phase.value, exc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import wrap_file
 
@@ -11,7 +10,8 @@ from objstore import RemoteError
 from runstore.cache_groups import CacheGroup, check_cache_key
 from runstore.contract.errors import BadRequestError, NotExistError
 from runstore.contract.http import JsonApp, ServerThread, json_response, read_body, read_json
-from runstore.contract.model import ExecutorStatus, ExecutorTaskStatus, RunConfig
+from runstore.contract.model import CacheSaved, ExecutorStatus, ExecutorTaskStatus, RunConfig
+from runstore.contract.routes import RunServiceRoutes
 from runstore.errors import InvalidIdError
 from runstore.ids import check_id, parse_log_step, parse_step
 from runstore.runservice.service import RunService
@@ -38,22 +38,7 @@ class RunServiceApp(JsonApp):
     """Routes requests to a :class:`RunService`; a storage failure answers 503 ``unavailable``."""
 
     unavailable_errors = (RemoteError,)
-    routes = Map(
-        [
-            Rule("/api/v1/executors/<executor_id>", methods=["PUT"], endpoint="put_executor"),
-            Rule("/api/v1/executors/<executor_id>", methods=["DELETE"], endpoint="delete_executor"),
-            Rule("/api/v1/executors/<executor_id>/tasks", methods=["GET"], endpoint="executor_tasks"),
-            Rule("/api/v1/executortasks/<task_id>/status", methods=["PUT"], endpoint="task_status"),
-            Rule("/api/v1/workspacearchives/<task_id>/<step>", methods=["GET"], endpoint="archive"),
-            Rule("/api/v1/caches", methods=["GET"], endpoint="restore_cache"),
-            Rule("/api/v1/caches", methods=["PUT"], endpoint="save_cache"),
-            Rule("/api/v1/runs", methods=["POST"], endpoint="create_run"),
-            Rule("/api/v1/runs/<run_id>", methods=["GET"], endpoint="get_run"),
-            Rule("/api/v1/runs/<run_id>", methods=["DELETE"], endpoint="delete_run"),
-            Rule("/api/v1/runs/<run_id>/restart", methods=["POST"], endpoint="restart_run"),
-            Rule("/api/v1/runs/<run_id>/tasks/<task_name>/logs/<step>", methods=["GET"], endpoint="run_log"),
-        ]
-    )
+    table = RunServiceRoutes
 
     def __init__(self, service: RunService, *, max_upload: int | None = None) -> None:
         self.service = service
@@ -66,20 +51,20 @@ class RunServiceApp(JsonApp):
         status = read_json(request, ExecutorStatus)
         if status.active_tasks_limit < 1:
             raise BadRequestError(f"active_tasks_limit is at least 1, not {status.active_tasks_limit}")
-        return json_response(self.service.executor_status(executor_id, status))
+        return json_response(self.service.executors.report(executor_id, status))
 
     def delete_executor(self, request: Request, executor_id: str) -> Response:
-        self.service.delete_executor(_id("executor id", executor_id))
+        self.service.executors.delete(_id("executor id", executor_id))
         return json_response({})
 
     def executor_tasks(self, request: Request, executor_id: str) -> Response:
-        return json_response(self.service.tasks_of_executor(_id("executor id", executor_id)))
+        return json_response(self.service.executors.tasks_of(_id("executor id", executor_id)))
 
     def task_status(self, request: Request, task_id: str) -> Response:
         """An executor's report of a task: 400, changing nothing, unless it fits the task's steps."""
         task_id = _id("task id", task_id)
         status = read_json(request, ExecutorTaskStatus)
-        self.service.executor_task_status(task_id, status)
+        self.service.executors.task_status(task_id, status)
         return json_response({})
 
     def archive(self, request: Request, task_id: str, step: str) -> Response:
@@ -88,7 +73,7 @@ class RunServiceApp(JsonApp):
         except InvalidIdError as exc:
             raise BadRequestError(str(exc)) from exc
         try:
-            stream = self.service.store.open_archive(_id("task id", task_id), number)
+            stream = self.service.state.store.open_archive(_id("task id", task_id), number)
         except ObjectMissing as exc:
             raise NotExistError(f"task {task_id!r} has no archive of step {number}") from exc
         return Response(
@@ -108,7 +93,7 @@ class RunServiceApp(JsonApp):
 
     def restore_cache(self, request: Request) -> Response:
         group, keys = self._caches(request)
-        found = self.service.store.caches(group).restore(keys)
+        found = self.service.state.store.caches(group).restore(keys)
         if found is None:
             raise NotExistError(f"no cache matches {keys} in group {group.path!r}")
         response = Response(
@@ -123,18 +108,18 @@ class RunServiceApp(JsonApp):
         group, keys = self._caches(request)
         body = read_body(request, self.max_upload, "a cache")
         try:
-            saved = self.service.store.caches(group).save(keys[0], body)
+            saved = self.service.state.store.caches(group).save(keys[0], body)
         except Exception as exc:
             body.reraise(exc)  # the store may have wrapped the body's error (too large, malformed)
             raise
-        return json_response({"saved": saved})
+        return json_response(CacheSaved(saved))
 
     # -- users -------------------------------------------------------------------------
 
     def create_run(self, request: Request) -> Response:
         group = request.args.get("group", "")
         config = read_json(request, RunConfig)
-        run = self.service.create_run(
+        run = self.service.runs.create(
             config,
             group,
             repo_uuid=request.args.get("repo_uuid", ""),
@@ -146,11 +131,11 @@ class RunServiceApp(JsonApp):
         return json_response(self.service.runs.get(_id("run id", run_id)))
 
     def delete_run(self, request: Request, run_id: str) -> Response:
-        self.service.delete_run(_id("run id", run_id))
+        self.service.runs.delete(_id("run id", run_id))
         return json_response({})
 
     def restart_run(self, request: Request, run_id: str) -> Response:
-        return json_response(self.service.restart_run(_id("run id", run_id)), status=201)
+        return json_response(self.service.runs.restart(_id("run id", run_id)), status=201)
 
     def run_log(self, request: Request, run_id: str, task_name: str, step: str) -> Response:
         run = self.service.runs.get(_id("run id", run_id))
@@ -159,7 +144,7 @@ class RunServiceApp(JsonApp):
         except KeyError:
             raise NotExistError(f"run {run_id!r} has no task {task_name!r}") from None
         try:
-            stream = self.service.store.open_log(task.id, _log_step(step, len(task.steps)))
+            stream = self.service.state.store.open_log(task.id, _log_step(step, len(task.steps)))
         except ObjectMissing as exc:
             raise NotExistError(f"task {task_name!r} of run {run_id!r} has no log {step!r} (yet)") from exc
         return Response(

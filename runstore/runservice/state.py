@@ -9,6 +9,9 @@ from objstore import NotExistError as ObjectMissing
 from objstore import OutcomeUnknownError, PreconditionFailedError, Storage
 from runstore.contract import codec
 from runstore.contract.errors import NotExistError, UnavailableError
+from runstore.contract.model import Executor, ExecutorTask, Run, RunTask
+from runstore.runservice.tasks import find_task, replace_task
+from runstore.store import RunStore
 
 T = TypeVar("T")
 PREFIX = "runservice/"
@@ -104,3 +107,25 @@ class Documents(Generic[T]):
                 yield self.get(doc_id)
             except NotExistError:
                 continue  # deleted meanwhile
+
+
+class State:
+    """Everything the runservice keeps in one store: its three kinds of documents, and the
+    run store of the tasks' logs, archives and caches."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.store = RunStore(storage)
+        self.runs = Documents(storage, "runs", Run)
+        self.executors = Documents(storage, "executors", Executor)
+        self.executor_tasks = Documents(storage, "executortasks", ExecutorTask)
+
+    def change_task(self, run_id: str, task_id: str, change: Callable[[RunTask], RunTask]) -> None:
+        """Apply ``change`` to a task of a run, by compare-and-swap of the run."""
+
+        def apply(run: Run) -> Run:
+            task = find_task(run, task_id)
+            assert task is not None
+            return replace_task(run, change(task))
+
+        self.runs.update(run_id, apply)

@@ -5,12 +5,21 @@ from __future__ import annotations
 import functools
 import secrets
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import attrs
 
 from runstore.clock import now
-from runstore.contract.model import ExecutorTaskPhase, FetchPhase, Run, RunTask, Step, StepKind, StepState
+from runstore.contract.model import (
+    ArchiveRef,
+    ExecutorTaskPhase,
+    FetchPhase,
+    Run,
+    RunTask,
+    Step,
+    StepKind,
+    StepState,
+)
 from runstore.store import RunStore
 
 # The phases an executor-task phase may follow; a run task's status follows the same rule
@@ -50,11 +59,19 @@ def fresh_task(name: str, steps: list[Step], depends: list[str], environment: di
     )
 
 
-Fetch = tuple[str, bool, Callable[[BinaryIO], None], Callable[[FetchPhase, RunTask], RunTask]]
+@attrs.frozen
+class Fetch:
+    """A log or archive of a finished task left to fetch from its executor."""
+
+    kind: Literal["log", "archive"]
+    step: int | str  # a step number, or "setup" for the setup log
+    never_made: bool  # the step never ran, or failed before its archive
+    write: Callable[[BinaryIO], None]  # stores it in the run store
+    record: Callable[[FetchPhase, RunTask], RunTask]  # the task with the fetch's outcome
 
 
 def pending_fetches(task: RunTask, store: RunStore) -> list[Fetch]:
-    """What is left to fetch of a task: (source, never made, writer, recorder of the phase)."""
+    """What is left to fetch of a task, setup log first, then step logs, then archives."""
 
     def setup_phase(phase: FetchPhase, task: RunTask) -> RunTask:
         return attrs.evolve(task, setup_log_fetch=phase)
@@ -69,32 +86,19 @@ def pending_fetches(task: RunTask, store: RunStore) -> list[Fetch]:
 
     fetches: list[Fetch] = []
     if task.setup_log_fetch is FetchPhase.NOTSTARTED:
-        fetches.append(
-            ("logs/setup", False, functools.partial(store.write_log, task.id, "setup"), setup_phase)
-        )
+        write = functools.partial(store.write_log, task.id, "setup")
+        fetches.append(Fetch("log", "setup", False, write, setup_phase))
     for number, state in enumerate(task.step_states):
         if task.step_log_fetch[number] is FetchPhase.NOTSTARTED:
             never_ran = state.phase is ExecutorTaskPhase.NOTSTARTED
-            fetches.append(
-                (
-                    f"logs/{number}",
-                    never_ran,
-                    functools.partial(store.write_log, task.id, number),
-                    functools.partial(log_phase, number),
-                )
-            )
+            write = functools.partial(store.write_log, task.id, number)
+            fetches.append(Fetch("log", number, never_ran, write, functools.partial(log_phase, number)))
     for step, phase in task.archive_fetch.items():
         if phase is FetchPhase.NOTSTARTED:
             number = int(step)
             missing = task.step_states[number].phase is not ExecutorTaskPhase.SUCCESS
-            fetches.append(
-                (
-                    f"archives/{number}",
-                    missing,
-                    functools.partial(store.write_archive, task.id, number),
-                    functools.partial(archive_phase, step),
-                )
-            )
+            write = functools.partial(store.write_archive, task.id, number)
+            fetches.append(Fetch("archive", number, missing, write, functools.partial(archive_phase, step)))
     return fetches
 
 
@@ -136,6 +140,16 @@ def ancestors(run: Run, task: RunTask) -> list[RunTask]:
     Linear in tasks plus dependencies.
     """
     return _parents_first({each.name: each for each in run.tasks}, [task])[:-1]
+
+
+def workspace_of(run: Run, task: RunTask) -> list[ArchiveRef]:
+    """The archives a task restores: those of its ancestors, parents' ancestors first."""
+    return [
+        ArchiveRef(ancestor.id, number)
+        for ancestor in ancestors(run, task)
+        for number, step in enumerate(ancestor.steps)
+        if step.kind is StepKind.SAVE_TO_WORKSPACE
+    ]
 
 
 def find_task(run: Run, task_id: str) -> RunTask | None:

@@ -1,0 +1,138 @@
+"""Typed clients of the runservice and of the executor: methods, not URLs.
+
+Each builds its requests from its server's table in :mod:`runstore.contract.routes`;
+an error answer raises a :class:`RemoteServiceError` of the kind the server sent, no
+answer at all an ``UnreachableError`` (both ``ServiceError``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+import attrs
+
+from runstore.contract.errors import ErrorKind, RemoteServiceError
+from runstore.contract.http import Download, ServiceClient
+from runstore.contract.model import (
+    CacheSaved,
+    Executor,
+    ExecutorStatus,
+    ExecutorTask,
+    ExecutorTaskStatus,
+    Run,
+    RunConfig,
+)
+from runstore.contract.routes import ExecutorRoutes, RunServiceRoutes
+
+_R = RunServiceRoutes
+_E = ExecutorRoutes
+
+
+@attrs.frozen
+class FoundCache:
+    """A cache a restore matched: its key, and its tar archive being received."""
+
+    key: str
+    stream: Download
+
+
+class RunServiceClient:
+    """The runservice's API at ``base_url``: its executors' half, then its users' half."""
+
+    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+        self.http = ServiceClient(base_url, timeout=timeout)
+
+    @property
+    def base_url(self) -> str:
+        return self.http.base_url
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- executors -------------------------------------------------------------------
+
+    def put_executor(self, executor_id: str, status: ExecutorStatus) -> Executor:
+        """Register an executor, or refresh its record; the record as the runservice keeps it."""
+        return self.http.json(_R.put_executor, Executor, {"executor_id": executor_id}, value=status)
+
+    def delete_executor(self, executor_id: str) -> None:
+        """Delete an executor's record (its tasks stay until the runservice settles them)."""
+        self.http.send(_R.delete_executor, {"executor_id": executor_id})
+
+    def executor_tasks(self, executor_id: str) -> list[ExecutorTask]:
+        """The tasks assigned to an executor."""
+        return self.http.json(_R.executor_tasks, list[ExecutorTask], {"executor_id": executor_id})
+
+    def task_status(self, task_id: str, status: ExecutorTaskStatus) -> None:
+        """Report the status of an executor task."""
+        self.http.send(_R.task_status, {"task_id": task_id}, value=status)
+
+    def archive(self, task_id: str, step: int) -> Download:
+        """The workspace archive that step ``step`` of task ``task_id`` saved."""
+        return self.http.open(_R.archive, {"task_id": task_id, "step": step})
+
+    def restore_cache(self, group: str, keys: list[str]) -> FoundCache | None:
+        """The cache of ``group`` that the first of ``keys`` matches (exactly, then as the
+        prefix of the newest); None if none does."""
+        try:
+            stream = self.http.open(_R.restore_cache, fields={"group": group, "key": keys})
+        except RemoteServiceError as exc:
+            if exc.kind is ErrorKind.NOT_EXIST:
+                return None
+            raise
+        return FoundCache(stream.headers.get("X-Cache-Key", ""), stream)
+
+    def save_cache(self, group: str, key: str, body: BinaryIO) -> bool:
+        """Upload a cache as ``key`` of ``group``; whether it was saved (False: it existed)."""
+        fields = {"group": group, "key": key}
+        return self.http.json(_R.save_cache, CacheSaved, body=body, fields=fields).saved
+
+    # -- users -----------------------------------------------------------------------
+
+    def create_run(
+        self, config: RunConfig, group: str, *, repo_uuid: str = "", cache_group: str | None = None
+    ) -> Run:
+        """A new queued run of ``config`` in ``group`` (see ``RunService.create_run``)."""
+        fields: dict[str, Any] = {"group": group}
+        if repo_uuid:
+            fields["repo_uuid"] = repo_uuid
+        if cache_group is not None:
+            fields["cache_group"] = cache_group
+        return self.http.json(_R.create_run, Run, value=config, fields=fields)
+
+    def get_run(self, run_id: str) -> Run:
+        return self.http.json(_R.get_run, Run, {"run_id": run_id})
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a finished run (its tasks' data once no other run references it)."""
+        self.http.send(_R.delete_run, {"run_id": run_id})
+
+    def restart_run(self, run_id: str) -> Run:
+        """A new run of a finished run's config that shares its successful tasks."""
+        return self.http.json(_R.restart_run, Run, {"run_id": run_id})
+
+    def run_log(self, run_id: str, task_name: str, step: int | str) -> Download:
+        """The log of a step (or ``"setup"``) of a task of a run, as the run store has it."""
+        return self.http.open(_R.run_log, {"run_id": run_id, "task_name": task_name, "step": step})
+
+
+class ExecutorClient:
+    """An executor's API at ``base_url``: its tasks' logs and archives, for the runservice."""
+
+    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+        self.http = ServiceClient(base_url, timeout=timeout)
+
+    @property
+    def base_url(self) -> str:
+        return self.http.base_url
+
+    def close(self) -> None:
+        self.http.close()
+
+    def log(self, task_id: str, step: int | str) -> Download:
+        """The log of a step (or ``"setup"``) of a task, as far as it is written."""
+        return self.http.open(_E.get_log, {"task_id": task_id, "step": step})
+
+    def archive(self, task_id: str, step: int) -> Download:
+        """The workspace archive that step ``step`` of a task saved."""
+        return self.http.open(_E.get_archive, {"task_id": task_id, "step": step})

@@ -1,0 +1,79 @@
+"""The HTTP routes of the runservice and of the executor, each declared once.
+
+A server builds its werkzeug ``Map`` from its table (:func:`route_map`); its client, and
+the tests, build every path from the same :class:`Route` (:meth:`Route.path`), so no
+module writes a URL path by hand. In a table, a route's attribute name is the name of
+the server's handler for it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import attrs
+from werkzeug.routing import Map, Rule
+
+_PLACEHOLDER = re.compile(r"<(\w+)>")
+
+
+@attrs.frozen
+class Route:
+    """One route: an HTTP method and a path template in werkzeug's syntax (``/runs/<run_id>``)."""
+
+    method: str
+    template: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names of the template's placeholders, in order."""
+        return tuple(_PLACEHOLDER.findall(self.template))
+
+    def path(self, **values: str | int) -> str:
+        """The template with each placeholder replaced by its value, percent-encoded whole.
+
+        ``TypeError`` unless ``values`` names exactly the placeholders. A value may hold any
+        character ("/" and ".." included): it always stays one path segment.
+        """
+        if set(values) != set(self.names):
+            raise TypeError(f"{self.template} takes {list(self.names)}, not {sorted(values)}")
+        return _PLACEHOLDER.sub(lambda match: quote(str(values[match[1]]), safe=""), self.template)
+
+
+class RunServiceRoutes:
+    """The runservice's API: for executors, then for users (see docs/runservice.md)."""
+
+    put_executor = Route("PUT", "/api/v1/executors/<executor_id>")
+    delete_executor = Route("DELETE", "/api/v1/executors/<executor_id>")
+    executor_tasks = Route("GET", "/api/v1/executors/<executor_id>/tasks")
+    task_status = Route("PUT", "/api/v1/executortasks/<task_id>/status")
+    archive = Route("GET", "/api/v1/workspacearchives/<task_id>/<step>")
+    restore_cache = Route("GET", "/api/v1/caches")
+    save_cache = Route("PUT", "/api/v1/caches")
+    create_run = Route("POST", "/api/v1/runs")
+    get_run = Route("GET", "/api/v1/runs/<run_id>")
+    delete_run = Route("DELETE", "/api/v1/runs/<run_id>")
+    restart_run = Route("POST", "/api/v1/runs/<run_id>/restart")
+    run_log = Route("GET", "/api/v1/runs/<run_id>/tasks/<task_name>/logs/<step>")
+
+
+class ExecutorRoutes:
+    """The executor's API, for the runservice: its tasks' logs (as far as written) and archives."""
+
+    get_log = Route("GET", "/api/v1/tasks/<task_id>/logs/<step>")
+    get_archive = Route("GET", "/api/v1/tasks/<task_id>/archives/<step>")
+
+
+def routes_of(table: type) -> Iterator[tuple[str, Route]]:
+    """Each route of a table with its attribute name, in declaration order."""
+    for name, value in vars(table).items():
+        if isinstance(value, Route):
+            yield name, value
+
+
+def route_map(table: type) -> Map:
+    """The werkzeug ``Map`` of a table: each route's endpoint is its attribute name."""
+    return Map(
+        [Rule(route.template, methods=[route.method], endpoint=name) for name, route in routes_of(table)]
+    )

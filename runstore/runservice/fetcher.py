@@ -1,0 +1,108 @@
+"""The fetcher: copies finished tasks' logs and archives from their executors into the run store."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from datetime import timedelta
+from typing import BinaryIO, cast
+
+from runstore.contract.clients import ExecutorClient
+from runstore.contract.errors import NotExistError, RemoteServiceError
+from runstore.contract.model import ExecutorTask, FetchPhase, TaskStatus
+from runstore.runservice.absences import Absences
+from runstore.runservice.attempts import Attempts
+from runstore.runservice.state import State
+from runstore.runservice.tasks import Fetch, find_task, pending_fetches
+
+log = logging.getLogger("runstore.runservice")
+
+
+class Fetcher:
+    """Fetches each finished executor task's data, then deletes that executor task.
+
+    A fetch from an executor whose record is gone waits while the executor may come back
+    with the files (:class:`Absences`), and records the data as unavailable only once it
+    has been gone past ``executor_timeout``.
+    """
+
+    def __init__(
+        self, state: State, attempts: Attempts, absences: Absences, executor_timeout: timedelta
+    ) -> None:
+        self._state = state
+        self._attempts = attempts
+        self._absences = absences
+        self.executor_timeout = executor_timeout
+        self._clients: dict[str, ExecutorClient] = {}
+        self._clients_lock = threading.Lock()
+
+    def fetch_once(self) -> None:
+        """Fetch the data of every finished executor task."""
+        executor_tasks = list(self._attempts.each(self._state.executor_tasks))
+        for executor_task in executor_tasks:
+            if executor_task.phase.finished:
+                fetch = functools.partial(self._fetch, executor_task)
+                self._attempts.attempt(f"fetching task {executor_task.id}", fetch)
+        self._absences.forget({task.executor_id for task in executor_tasks}, self.executor_timeout)
+
+    def _fetch(self, executor_task: ExecutorTask) -> None:
+        state = self._state
+        try:
+            run = state.runs.get(executor_task.run_id)
+        except NotExistError:
+            state.executor_tasks.delete(executor_task.id)
+            return
+        task = find_task(run, executor_task.id)
+        if task is None or not task.status.finished:
+            return  # the run task follows first
+        try:
+            executor = state.executors.get(executor_task.executor_id)
+        except NotExistError:
+            if not self._absences.gone_for_good(executor_task.executor_id, self.executor_timeout):
+                return  # its record was deleted, but it may come back with the files: wait for it
+            executor = None
+        client = self._client(executor.listen_url) if executor is not None else None
+        for fetch in pending_fetches(task, state.store):
+            phase = FetchPhase.UNAVAILABLE if fetch.never_made else self._fetch_one(client, task.id, fetch)
+            state.change_task(run.id, task.id, functools.partial(fetch.record, phase))
+        task = find_task(state.runs.get(run.id), task.id)
+        assert task is not None
+        if task.fetched:
+            if task.status is TaskStatus.SUCCESS and all(
+                phase is FetchPhase.FINISHED for phase in [task.setup_log_fetch, *task.archive_fetch.values()]
+            ):
+                state.store.finish_task(task.id)
+            state.executor_tasks.delete(task.id)  # frees the executor's slot at once
+            log.info("task %s fetched; its executor task is deleted", task.id)
+
+    def _fetch_one(self, client: ExecutorClient | None, task_id: str, fetch: Fetch) -> FetchPhase:
+        """Copy one log or archive from the executor (None: gone for good) into the run store."""
+        if client is None:
+            return FetchPhase.UNAVAILABLE
+        try:
+            if fetch.kind == "log":
+                download = client.log(task_id, fetch.step)
+            else:
+                assert isinstance(fetch.step, int)
+                download = client.archive(task_id, fetch.step)
+        except RemoteServiceError as exc:
+            if exc.status == 404:
+                return FetchPhase.UNAVAILABLE
+            raise
+        with download:
+            fetch.write(cast(BinaryIO, download))  # a binary stream, as objstore reads one
+        return FetchPhase.FINISHED
+
+    def _client(self, url: str) -> ExecutorClient:
+        with self._clients_lock:
+            if url not in self._clients:
+                self._clients[url] = ExecutorClient(url)
+            return self._clients[url]
+
+    def close(self) -> None:
+        """Close the connections to executors."""
+        with self._clients_lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
