@@ -82,8 +82,8 @@ def wait_until(predicate: Callable[[], object], what: str, timeout: float = 10.0
         time.sleep(0.02)
 
 
-LOG = ExecutorRoutes.get_log
-ARCHIVE = ExecutorRoutes.get_archive
+LOG = ExecutorRoutes.log
+ARCHIVE = ExecutorRoutes.archive
 routes = {"log": LOG, "archive": ARCHIVE}
 
 

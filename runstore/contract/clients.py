@@ -36,8 +36,8 @@ class FoundCache:
     stream: Download
 
 
-class RunServiceClient:
-    """The runservice's API at ``base_url``: its executors' half, then its users' half."""
+class _Client:
+    """A typed client over a :class:`ServiceClient` (``http``) to ``base_url``."""
 
     def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
         self.http = ServiceClient(base_url, timeout=timeout)
@@ -48,6 +48,10 @@ class RunServiceClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+class RunServiceClient(_Client):
+    """The runservice's API at ``base_url``: its executors' half, then its users' half."""
 
     # -- executors -------------------------------------------------------------------
 
@@ -116,23 +120,13 @@ class RunServiceClient:
         return self.http.open(_R.run_log, {"run_id": run_id, "task_name": task_name, "step": step})
 
 
-class ExecutorClient:
+class ExecutorClient(_Client):
     """An executor's API at ``base_url``: its tasks' logs and archives, for the runservice."""
-
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
-        self.http = ServiceClient(base_url, timeout=timeout)
-
-    @property
-    def base_url(self) -> str:
-        return self.http.base_url
-
-    def close(self) -> None:
-        self.http.close()
 
     def log(self, task_id: str, step: int | str) -> Download:
         """The log of a step (or ``"setup"``) of a task, as far as it is written."""
-        return self.http.open(_E.get_log, {"task_id": task_id, "step": step})
+        return self.http.open(_E.log, {"task_id": task_id, "step": step})
 
     def archive(self, task_id: str, step: int) -> Download:
         """The workspace archive that step ``step`` of a task saved."""
-        return self.http.open(_E.get_archive, {"task_id": task_id, "step": step})
+        return self.http.open(_E.archive, {"task_id": task_id, "step": step})

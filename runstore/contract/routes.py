@@ -61,8 +61,8 @@ class RunServiceRoutes:
 class ExecutorRoutes:
     """The executor's API, for the runservice: its tasks' logs (as far as written) and archives."""
 
-    get_log = Route("GET", "/api/v1/tasks/<task_id>/logs/<step>")
-    get_archive = Route("GET", "/api/v1/tasks/<task_id>/archives/<step>")
+    log = Route("GET", "/api/v1/tasks/<task_id>/logs/<step>")
+    archive = Route("GET", "/api/v1/tasks/<task_id>/archives/<step>")
 
 
 def routes_of(table: type) -> Iterator[tuple[str, Route]]:

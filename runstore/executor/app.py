@@ -27,7 +27,7 @@ class ExecutorApp(JsonApp):
     def __init__(self, tasks_dir: Path) -> None:
         self._tasks_dir = tasks_dir
 
-    def get_log(self, request: Request, task_id: str, step: str) -> Response:
+    def log(self, request: Request, task_id: str, step: str) -> Response:
         files = self._files(task_id)
         try:
             number = parse_log_step(step)
@@ -36,7 +36,7 @@ class ExecutorApp(JsonApp):
         path = files.step_log(number) if isinstance(number, int) else files.setup_log
         return _file_response(path, "text/plain; charset=utf-8", f"log {step} of task {task_id}")
 
-    def get_archive(self, request: Request, task_id: str, step: str) -> Response:
+    def archive(self, request: Request, task_id: str, step: str) -> Response:
         try:
             number = parse_step(step)
         except InvalidIdError as exc:
