@@ -10,7 +10,7 @@ import threading
 from datetime import timedelta
 
 from runstore.contract.errors import LeaseHeldError
-from runstore.contract.http import listen_address
+from runstore.contract.http import add_listen_argument
 
 
 def _seconds(text: str) -> timedelta:
@@ -60,13 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     service_parser = commands.add_parser("runservice", help="serve the runservice over a posix store")
     service_parser.add_argument("--store", default="./runstore-data")
-    service_parser.add_argument(
-        "--listen",
-        type=listen_address,
-        default=("127.0.0.1", 8000),
-        metavar="HOST:PORT",
-        help="where to listen (127.0.0.1:8000; port 0: a free one)",
-    )
+    add_listen_argument(service_parser, 8000)
     service_parser.add_argument(
         "--no-wait",
         dest="wait",

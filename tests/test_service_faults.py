@@ -371,7 +371,7 @@ def test_a_report_that_does_not_fit_the_steps_is_refused(
 
 
 def test_bad_documents_stall_no_other_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="runstore.runservice.service")
+    caplog.set_level(logging.DEBUG, logger="runstore.runservice")
     service = RunService(MemoryStorage(), interval=POLL)
     # Written by other means, named to come first in every listing: a run whose finished
     # task has one step state too many (and its executor task), and unreadable documents.
@@ -425,3 +425,11 @@ def test_bad_documents_stall_no_other_run(tmp_path: Path, caplog: pytest.LogCapt
         if record.levelno >= logging.ERROR and "fetching task task-0-bad" in record.getMessage()
     ]
     assert len(errors) == 1 and "IndexError" in errors[0].getMessage()  # logged once, not every pass
+
+
+def test_a_corrupt_document_is_an_internal_error_naming_it(service: RunService, api: str) -> None:
+    service.state.storage.write("runservice/runs/run-x.json", b"{not json")
+    response = urllib3.request("GET", api + R.get_run.path(run_id="run-x"), retries=False)
+    answer = json.loads(response.data)
+    assert (response.status, answer["kind"]) == (500, "internal")
+    assert answer["message"].startswith("run 'run-x' is not a valid document: malformed JSON")

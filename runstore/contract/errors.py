@@ -97,6 +97,10 @@ class InternalError(ServiceError):
     kind = ErrorKind.INTERNAL
 
 
+class CorruptDocumentError(InternalError):
+    """A stored document is not one this service wrote (not JSON, or not of its kind)."""
+
+
 class UnavailableError(ServiceError):
     """A dependency (the store) failed for now; the same request may succeed later."""
 

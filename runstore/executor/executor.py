@@ -31,7 +31,7 @@ from types import FrameType
 from runstore.clock import now
 from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import ServiceError
-from runstore.contract.http import ServerThread, listen_address
+from runstore.contract.http import ServerThread, add_listen_argument
 from runstore.contract.model import ExecutorStatus, ExecutorTask, ExecutorTaskPhase
 from runstore.errors import InvalidIdError
 from runstore.executor.app import ExecutorApp
@@ -246,13 +246,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="where the tasks' files go")
     parser.add_argument("--id", required=True, help="the executor's id")
     parser.add_argument("--limit", type=_limit, default=2, metavar="N", help="tasks run at once (2)")
-    parser.add_argument(
-        "--listen",
-        type=listen_address,
-        default=("127.0.0.1", 0),
-        metavar="HOST:PORT",
-        help="where to listen (127.0.0.1:0, a free port)",
-    )
+    add_listen_argument(parser, 0)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,10 +7,10 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from runstore.contract.errors import NotExistError, ServiceError
+from runstore.contract.errors import CorruptDocumentError, NotExistError, ServiceError
 from runstore.runservice.state import Documents
 
-log = logging.getLogger("runstore.runservice")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_TROUBLES = 1000
@@ -34,7 +34,7 @@ class Attempts:
                 yield documents.get(doc_id)
             except NotExistError:
                 continue  # deleted meanwhile
-            except (ValueError, TypeError) as exc:  # written by other means than this service
+            except CorruptDocumentError as exc:  # written by other means than this service
                 self.trouble(f"reading {documents.kind} document {doc_id}", exc)
 
     def attempt(self, item: str, action: Callable[[], None]) -> None:

@@ -12,7 +12,7 @@ from runstore.runservice.attempts import Attempts
 from runstore.runservice.executors import follow
 from runstore.runservice.state import State
 
-log = logging.getLogger("runstore.runservice")
+log = logging.getLogger(__name__)
 
 GONE = "executor deleted"
 """The error of a task whose executor's record was deleted while it was unfinished."""

@@ -24,7 +24,7 @@ from runstore.runservice.reports import check_report, settle_report
 from runstore.runservice.state import State
 from runstore.runservice.tasks import allowed, find_task, replace_task
 
-log = logging.getLogger("runstore.runservice")
+log = logging.getLogger(__name__)
 
 
 class Executors:

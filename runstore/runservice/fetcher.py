@@ -16,7 +16,7 @@ from runstore.runservice.attempts import Attempts
 from runstore.runservice.state import State
 from runstore.runservice.tasks import Fetch, find_task, pending_fetches
 
-log = logging.getLogger("runstore.runservice")
+log = logging.getLogger(__name__)
 
 
 class Fetcher:

@@ -11,7 +11,7 @@ from runstore.runservice.attempts import Attempts
 from runstore.runservice.executors import Executors
 from runstore.runservice.state import State
 
-log = logging.getLogger("runstore.runservice")
+log = logging.getLogger(__name__)
 
 
 class Reaper:

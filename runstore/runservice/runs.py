@@ -15,7 +15,7 @@ from runstore.runservice.runconfig import check_group, check_run_config
 from runstore.runservice.state import State
 from runstore.runservice.tasks import fresh_task, new_id, parents_first
 
-log = logging.getLogger("runstore.runservice")
+log = logging.getLogger(__name__)
 
 
 class Runs:

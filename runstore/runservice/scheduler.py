@@ -25,7 +25,7 @@ from runstore.runservice.attempts import Attempts
 from runstore.runservice.state import State
 from runstore.runservice.tasks import workspace_of
 
-log = logging.getLogger("runstore.runservice")
+log = logging.getLogger(__name__)
 
 _BLOCKING = (TaskStatus.FAILED, TaskStatus.SKIPPED)
 

@@ -32,7 +32,7 @@ from runstore.runservice.runs import Runs
 from runstore.runservice.scheduler import Scheduler
 from runstore.runservice.state import State
 
-log = logging.getLogger("runstore.runservice")
+log = logging.getLogger(__name__)
 
 
 class RunService:

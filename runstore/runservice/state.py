@@ -8,7 +8,7 @@ from typing import Generic, TypeVar
 from objstore import NotExistError as ObjectMissing
 from objstore import OutcomeUnknownError, PreconditionFailedError, Storage
 from runstore.contract import codec
-from runstore.contract.errors import NotExistError, UnavailableError
+from runstore.contract.errors import CorruptDocumentError, NotExistError, UnavailableError
 from runstore.contract.model import Executor, ExecutorTask, Run, RunTask
 from runstore.runservice.tasks import find_task, replace_task
 from runstore.store import RunStore
@@ -31,7 +31,8 @@ class Documents(Generic[T]):
         return f"{self._prefix}{doc_id}.json"
 
     def read(self, doc_id: str) -> tuple[T, str]:
-        """The document and its etag; ``NotExistError`` if missing.
+        """The document and its etag; ``NotExistError`` if missing, ``CorruptDocumentError``
+        if it is not a document of this kind.
 
         The etag is read first: if the document changes in between, a write with that
         etag fails, so a stale etag never passes for a newer document.
@@ -41,7 +42,10 @@ class Documents(Generic[T]):
             raw = self.storage.read_bytes(self._key(doc_id))
         except ObjectMissing as exc:
             raise NotExistError(f"{self.kind[:-1]} {doc_id!r} does not exist") from exc
-        return codec.loads(self.document, raw), etag
+        try:
+            return codec.loads(self.document, raw), etag
+        except (ValueError, TypeError) as exc:
+            raise CorruptDocumentError(f"{self.kind[:-1]} {doc_id!r} is not a valid document: {exc}") from exc
 
     def get(self, doc_id: str) -> T:
         return self.read(doc_id)[0]
