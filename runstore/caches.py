@@ -12,6 +12,8 @@ from runstore.cache_groups import CacheGroup, check_cache_key
 from runstore.clock import now
 from runstore.errors import InvalidIdError
 
+CACHES = "caches/"
+"""The folder of every cache group's folder."""
 _SUFFIX = ".tar"
 
 
@@ -37,7 +39,7 @@ class CacheStore:
             raise InvalidIdError("cache group", group, "a cache group is a CacheGroup")
         self._storage = storage
         self.group = group
-        self._prefix = f"caches/{group.path}/"
+        self._prefix = f"{CACHES}{group.path}/"
 
     def _object_key(self, key: str) -> str:
         return self._prefix + check_cache_key(key) + _SUFFIX

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import BinaryIO
 
 from objstore import AlreadyExistsError, CommonPrefix, Data, Storage
+from runstore import concurrency
 from runstore.cache_groups import CacheGroup
-from runstore.caches import CacheStore
+from runstore.caches import CACHES, CacheStore
+from runstore.errors import InvalidIdError
 from runstore.ids import check_archive_step, check_id, check_step
 from runstore.sharing import CollectReport, SharedArea, Steps, run_steps
 
@@ -138,10 +141,13 @@ class RunStore:
         """Drop the reference of ``run_id``; delete the task's data once none remains."""
         run_steps(self.remove_run_steps(run_id, task_id))
 
-    def delete_run(self, run_id: str, task_ids: Iterable[str]) -> None:
-        """Drop every reference of ``run_id`` to ``task_ids``."""
-        for task_id in task_ids:
-            self.remove_run(run_id, task_id)
+    def delete_run(self, run_id: str, task_ids: Iterable[str], *, workers: int = concurrency.WORKERS) -> None:
+        """Drop every reference of ``run_id`` to ``task_ids``, ``workers`` tasks at a time.
+
+        Every task is tried; if any fails, the first failure is raised once all are done
+        (dropping the same references again is safe).
+        """
+        concurrency.each(functools.partial(self.remove_run, run_id), list(task_ids), workers)
 
     def collect(
         self, *, grace: timedelta = DEFAULT_GRACE, run_exists: Callable[[str], bool] | None = None
@@ -155,6 +161,26 @@ class RunStore:
         return run_steps(self.collect_steps(grace=grace, run_exists=run_exists))
 
     # -- caches ------------------------------------------------------------------
+
+    def cache_groups(self) -> list[CacheGroup]:
+        """Every cache group that has a folder of caches, in path order."""
+        groups: list[CacheGroup] = []
+        pending = [CACHES]
+        while pending:
+            folder = pending.pop()
+            for entry in self.storage.list_keys(folder, recursive=False):
+                if isinstance(entry, CommonPrefix):
+                    path = entry.key[len(CACHES) :].rstrip("/")
+                    try:
+                        groups.append(CacheGroup(path))
+                    except InvalidIdError:
+                        if path.count("/") < 3:  # the folders above a group ("users/<id>/repos")
+                            pending.append(entry.key)
+        return sorted(groups, key=lambda group: group.path)
+
+    def expire_caches(self, older_than: timedelta) -> int:
+        """Delete the caches of every group created more than ``older_than`` ago; how many."""
+        return sum(CacheStore(self.storage, group).expire(older_than) for group in self.cache_groups())
 
     def caches(self, cache_group: CacheGroup | str) -> CacheStore:
         """The caches of a group; a str names an explicit group (see ``CacheGroup.named``)."""

@@ -33,6 +33,7 @@ from runstore.contract.model import Run, RunConfig, RunPhase, Step, StepKind, Ta
 from runstore.contract.routes import RunServiceRoutes
 from runstore.executor.executor import Executor
 from runstore.runservice.api import RunServiceApp, serve
+from runstore.runservice.lease import LEASE_KEY
 from runstore.runservice.service import RunService
 
 # Few, overlapping names, so that groups share ids and keys are prefixes of each other
@@ -196,7 +197,7 @@ def test_the_cache_key_limit_is_one_rule() -> None:
     assert caches.save(longest, b"x")
     with pytest.raises(InvalidIdError, match="cache key"):
         caches.save(longest + "k", b"x")
-    service = RunService(MemoryStorage())
+    service = RunService(MemoryStorage()).start(loops=False)
 
     def config(key: str) -> RunConfig:
         return RunConfig([TaskConfig("t", [Step(StepKind.RESTORE_CACHE, keys=[key])])])
@@ -207,7 +208,7 @@ def test_the_cache_key_limit_is_one_rule() -> None:
 
 
 def test_runs_take_an_explicit_cache_group() -> None:
-    service = RunService(MemoryStorage())
+    service = RunService(MemoryStorage()).start(loops=False)
     config = RunConfig([TaskConfig("t", [Step(StepKind.RUN, command="true")])])
     assert service.runs.create(config, "/project/p1/branch/main").cache_group == "projects/p1"
     assert service.runs.create(config, "/project/p1/branch/main", cache_group="shared").cache_group == (
@@ -230,8 +231,10 @@ def test_runs_take_an_explicit_cache_group() -> None:
 
 
 @pytest.fixture
-def service() -> RunService:
-    return RunService(MemoryStorage())
+def service() -> Iterator[RunService]:
+    service = RunService(MemoryStorage()).start(loops=False)
+    yield service
+    service.stop()
 
 
 @pytest.fixture
@@ -269,7 +272,7 @@ def test_invalid_groups_get_400_over_http(api: str, service: RunService, group: 
     assert answer.status == 400
     error = json.loads(answer.data)
     assert error["kind"] == "bad_request" and f"invalid cache group {group!r}" in error["message"]
-    assert list(service.state.storage.list()) == []
+    assert [entry.key for entry in service.state.storage.list()] == [LEASE_KEY]  # nothing else
 
 
 @pytest.mark.parametrize("key", ["a/b", "../x", "k" * (MAX_CACHE_KEY_LENGTH + 1)])
@@ -278,7 +281,7 @@ def test_invalid_keys_get_400_over_http(api: str, service: RunService, key: str)
         answer = request(method, caches_url(api, "projects/p1", key), b"x" if method == "PUT" else None)
         assert answer.status == 400
         assert "invalid cache key" in json.loads(answer.data)["message"]
-    assert list(service.state.storage.list()) == []
+    assert [entry.key for entry in service.state.storage.list()] == [LEASE_KEY]  # nothing else
 
 
 def post_run(api: str, config: RunConfig, **params: str) -> urllib3.BaseHTTPResponse:
@@ -322,9 +325,10 @@ def log_of(service: RunService, run: Run, task: str, step: int) -> bytes:
 
 
 def test_a_run_created_over_http_restores_from_its_explicit_group(tmp_path: Path) -> None:
-    service = RunService(MemoryStorage(), interval=0.1)
-    shared = service.state.store.caches(CacheGroup.named("shared"))
-    assert shared.save("deps-v1", tar_of({"deps/lib.txt": b"shared lib\n"}))
+    storage = MemoryStorage()
+    shared = RunStore(storage).caches(CacheGroup.named("shared"))
+    assert shared.save("deps-v1", tar_of({"deps/lib.txt": b"shared lib\n"}))  # saved by another party
+    service = RunService(storage, interval=0.1)
     server = serve(service)
     executor = Executor(server.url, tmp_path, executor_id="ex1", interval=0.1).start()
     try:

@@ -34,8 +34,11 @@ ONE = RunConfig([TaskConfig("build", [Step(StepKind.RUN, command="make"), Step(S
 
 
 @pytest.fixture
-def service() -> RunService:
-    return RunService(MemoryStorage())
+def service() -> Iterator[RunService]:
+    """A runservice holding its store's lease, whose loops the test drives."""
+    service = RunService(MemoryStorage()).start(loops=False)
+    yield service
+    service.stop()
 
 
 def assigned(service: RunService) -> str:

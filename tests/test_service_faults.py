@@ -43,7 +43,9 @@ from runstore.contract.model import (
 from runstore.contract.routes import RunServiceRoutes as R
 from runstore.executor.executor import Executor
 from runstore.runservice.api import RunServiceApp, serve
+from runstore.runservice.lease import LEASE_KEY
 from runstore.runservice.service import RunService
+from runstore.runservice.state import State
 from runstore.runservice.tasks import fresh_task
 
 T = TypeVar("T")
@@ -70,12 +72,17 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) ->
 
 
 def snapshot(service: RunService) -> dict[str, bytes]:
-    return {entry.key: service.state.storage.read_bytes(entry.key) for entry in service.state.storage.list()}
+    """What the store holds, but the lease (which its renewal rewrites)."""
+    storage = service.state.storage
+    return {entry.key: storage.read_bytes(entry.key) for entry in storage.list() if entry.key != LEASE_KEY}
 
 
 @pytest.fixture
-def service() -> RunService:
-    return RunService(MemoryStorage())
+def service() -> Iterator[RunService]:
+    """A runservice holding its store's lease, whose loops the test drives."""
+    service = RunService(MemoryStorage()).start(loops=False)
+    yield service
+    service.stop()
 
 
 def assigned(service: RunService, config: RunConfig = TWO) -> ExecutorTask:
@@ -224,7 +231,7 @@ class Live:
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[Live]:
     """A runservice whose loops the test drives, and a real executor that the test drives too."""
-    service = RunService(MemoryStorage(), executor_timeout=TIMEOUT)
+    service = RunService(MemoryStorage(), executor_timeout=TIMEOUT).start(loops=False)
     server = ServerThread(RunServiceApp(service)).start()
     # Its loop runs once (it registers), then waits an hour: the test calls run_once.
     executor = Executor(server.url, tmp_path / "executor", executor_id="ex1", interval=3600).start()
@@ -236,6 +243,7 @@ def live(tmp_path: Path) -> Iterator[Live]:
         executor.stop()
         client.close()
         server.stop()
+        service.stop()
 
 
 def test_a_deleted_executor_that_comes_back_gives_its_logs(live: Live) -> None:
@@ -372,7 +380,8 @@ def test_a_report_that_does_not_fit_the_steps_is_refused(
 
 def test_bad_documents_stall_no_other_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="runstore.runservice")
-    service = RunService(MemoryStorage(), interval=POLL)
+    storage = MemoryStorage()
+    seed = State(storage)  # written before the runservice starts, as by other means
     # Written by other means, named to come first in every listing: a run whose finished
     # task has one step state too many (and its executor task), and unreadable documents.
     steps = [Step(StepKind.RUN, command="true")]
@@ -382,9 +391,7 @@ def test_bad_documents_stall_no_other_run(tmp_path: Path, caplog: pytest.LogCapt
         status=TaskStatus.SUCCESS,
         step_states=[SUCCEEDED, SUCCEEDED],
     )
-    service.state.runs.put(
-        "run-0-bad", Run("run-0-bad", GROUP, "projects/p1", [bad_task], phase=RunPhase.RUNNING)
-    )
+    seed.runs.put("run-0-bad", Run("run-0-bad", GROUP, "projects/p1", [bad_task], phase=RunPhase.RUNNING))
     bad_executor_task = ExecutorTask(
         "task-0-bad",
         "run-0-bad",
@@ -394,10 +401,11 @@ def test_bad_documents_stall_no_other_run(tmp_path: Path, caplog: pytest.LogCapt
         phase=ExecutorTaskPhase.SUCCESS,
         step_states=[SUCCEEDED] * 2,
     )
-    service.state.executor_tasks.put("task-0-bad", bad_executor_task)
-    service.state.storage.write("runservice/runs/run-0-garbage.json", b"{not json")
-    service.state.storage.write("runservice/executortasks/task-0-garbage.json", b'{"id": 5}')
-    service.state.storage.write("runservice/executors/ex0-garbage.json", b"[]")
+    seed.executor_tasks.put("task-0-bad", bad_executor_task)
+    seed.storage.write("runservice/runs/run-0-garbage.json", b"{not json")
+    seed.storage.write("runservice/executortasks/task-0-garbage.json", b'{"id": 5}')
+    seed.storage.write("runservice/executors/ex0-garbage.json", b"[]")
+    service = RunService(storage, interval=POLL)
     server = serve(service)
     executor = Executor(
         server.url, tmp_path / "executor", executor_id="ex1", active_tasks_limit=3, interval=POLL

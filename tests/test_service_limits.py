@@ -23,6 +23,7 @@ from runstore.contract.http import ServerThread
 from runstore.contract.model import (
     ArchiveRef,
     ExecutorStatus,
+    FetchPhase,
     Run,
     RunConfig,
     RunTask,
@@ -34,6 +35,7 @@ from runstore.contract.model import (
 from runstore.contract.routes import RunServiceRoutes
 from runstore.runservice import api, runconfig, tasks
 from runstore.runservice.api import RunServiceApp
+from runstore.runservice.lease import LEASE_KEY
 from runstore.runservice.service import RunService
 
 GROUP = "/project/p1/branch/main"
@@ -88,8 +90,11 @@ def dense_config(count: int, budget: Budget | None = None) -> RunConfig:
 
 
 @pytest.fixture
-def service() -> RunService:
-    return RunService(MemoryStorage())
+def service() -> Iterator[RunService]:
+    """A runservice holding its store's lease, whose loops the test drives."""
+    service = RunService(MemoryStorage()).start(loops=False)
+    yield service
+    service.stop()
 
 
 @pytest.fixture
@@ -105,7 +110,8 @@ def call(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[st
 
 
 def keys(service: RunService) -> list[str]:
-    return sorted(entry.key for entry in service.state.storage.list())
+    """The keys in the store, but the lease's."""
+    return sorted(entry.key for entry in service.state.storage.list() if entry.key != LEASE_KEY)
 
 
 # -- the dependency graph ----------------------------------------------------------------
@@ -154,7 +160,17 @@ def test_creating_and_scheduling_a_dense_run_is_linear(
     assert budget.spent <= 5 * EDGES
 
     def succeeded(run: Run) -> Run:
-        done = [attrs.evolve(t, status=TaskStatus.SUCCESS, registered=True) for t in run.tasks[:-1]]
+        done = [
+            attrs.evolve(
+                t,
+                status=TaskStatus.SUCCESS,
+                registered=True,
+                setup_log_fetch=FetchPhase.FINISHED,
+                step_log_fetch=[FetchPhase.FINISHED for _ in t.steps],
+                archive_fetch=dict.fromkeys(t.archive_fetch, FetchPhase.FINISHED),
+            )
+            for t in run.tasks[:-1]
+        ]
         return attrs.evolve(run, tasks=[*done, run.tasks[-1]])
 
     service.state.runs.update(run.id, succeeded)

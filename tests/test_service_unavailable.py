@@ -23,10 +23,11 @@ ONE = RunConfig([TaskConfig("build", [Step(StepKind.RUN, command="make")])])
 
 @pytest.fixture
 def served(proxied_storage: ProxiedStorageFactory) -> Iterator[tuple[RunService, str]]:
-    service = RunService(proxied_storage(retries=0, timeout=5))
+    service = RunService(proxied_storage(retries=0, timeout=5)).start(loops=False)
     server = ServerThread(RunServiceApp(service)).start()
     yield service, server.url
     server.stop()
+    service.stop()
 
 
 def call(method: str, url: str) -> tuple[int, dict[str, object]]:

@@ -21,6 +21,10 @@ from runstore.contract.model import (
     ExecutorTaskStatus,
     Run,
     RunConfig,
+    RunPage,
+    RunPhase,
+    RunResult,
+    ServiceHealth,
 )
 from runstore.contract.routes import ExecutorRoutes, RunServiceRoutes
 
@@ -104,6 +108,29 @@ class RunServiceClient(_Client):
             fields["cache_group"] = cache_group
         return self.http.json(_R.create_run, Run, value=config, fields=fields)
 
+    def list_runs(
+        self,
+        *,
+        group_prefix: str = "",
+        phase: RunPhase | None = None,
+        result: RunResult | None = None,
+        limit: int | None = None,
+        cursor: str = "",
+    ) -> RunPage:
+        """A page of runs, newest first (see ``Runs.list``); pass its ``next`` as ``cursor``."""
+        fields = {
+            name: value
+            for name, value in (
+                ("group", group_prefix),
+                ("phase", phase.value if phase else ""),
+                ("result", result.value if result else ""),
+                ("limit", str(limit) if limit is not None else ""),
+                ("cursor", cursor),
+            )
+            if value
+        }
+        return self.http.json(_R.list_runs, RunPage, fields=fields)
+
     def get_run(self, run_id: str) -> Run:
         return self.http.json(_R.get_run, Run, {"run_id": run_id})
 
@@ -118,6 +145,11 @@ class RunServiceClient(_Client):
     def run_log(self, run_id: str, task_name: str, step: int | str) -> Download:
         """The log of a step (or ``"setup"``) of a task of a run, as the run store has it."""
         return self.http.open(_R.run_log, {"run_id": run_id, "task_name": task_name, "step": step})
+
+    def health(self) -> ServiceHealth:
+        """The runservice's health if it holds its lease and reaches its store; else a
+        ``RemoteServiceError`` of kind ``unavailable`` (503) saying which it lacks."""
+        return self.http.json(_R.health, ServiceHealth)
 
 
 class ExecutorClient(_Client):

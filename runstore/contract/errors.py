@@ -121,3 +121,10 @@ class LeaseHeldError(ServiceError):
     """Another runservice instance owns the store."""
 
     kind = ErrorKind.CONFLICT
+
+
+class LeaseLostError(ServiceError):
+    """This runservice does not hold the store's lease (any more): it changes nothing; another
+    instance may serve the request."""
+
+    kind = ErrorKind.UNAVAILABLE

@@ -253,3 +253,23 @@ class CacheSaved:
     """The answer to a cache upload: whether it saved the cache (the first upload of a key wins)."""
 
     saved: bool
+
+
+@attrs.frozen
+class RunPage:
+    """A page of runs, newest first; ``next`` is the cursor of the page after it ("" if none)."""
+
+    runs: list[Run]
+    next: str = ""
+
+
+@attrs.frozen
+class ServiceHealth:
+    """What ``GET /healthz`` answers: whether the runservice holds its lease and reaches its store."""
+
+    lease: bool
+    store: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.lease and self.store

@@ -52,10 +52,12 @@ class RunServiceRoutes:
     restore_cache = Route("GET", "/api/v1/caches")
     save_cache = Route("PUT", "/api/v1/caches")
     create_run = Route("POST", "/api/v1/runs")
+    list_runs = Route("GET", "/api/v1/runs")
     get_run = Route("GET", "/api/v1/runs/<run_id>")
     delete_run = Route("DELETE", "/api/v1/runs/<run_id>")
     restart_run = Route("POST", "/api/v1/runs/<run_id>/restart")
     run_log = Route("GET", "/api/v1/runs/<run_id>/tasks/<task_name>/logs/<step>")
+    health = Route("GET", "/healthz")
 
 
 class ExecutorRoutes:

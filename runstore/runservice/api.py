@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import enum
+from typing import TypeVar
+
 from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import wrap_file
 
 from objstore import NotExistError as ObjectMissing
 from objstore import RemoteError
 from runstore.cache_groups import CacheGroup, check_cache_key
-from runstore.contract.errors import BadRequestError, NotExistError
+from runstore.contract.errors import BadRequestError, NotExistError, UnavailableError
 from runstore.contract.http import JsonApp, ServerThread, json_response, read_body, read_json
-from runstore.contract.model import CacheSaved, ExecutorStatus, ExecutorTaskStatus, RunConfig
+from runstore.contract.model import (
+    CacheSaved,
+    ExecutorStatus,
+    ExecutorTaskStatus,
+    RunConfig,
+    RunPhase,
+    RunResult,
+)
 from runstore.contract.routes import RunServiceRoutes
 from runstore.errors import InvalidIdError
 from runstore.ids import check_id, parse_log_step, parse_step
+from runstore.runservice.runs import DEFAULT_PAGE
 from runstore.runservice.service import RunService
 
 MAX_UPLOAD = 1 << 30
@@ -25,6 +36,20 @@ def _id(kind: str, value: str) -> str:
         return check_id(kind, value)
     except InvalidIdError as exc:
         raise BadRequestError(str(exc)) from exc
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _choice(kind: type[E], name: str, value: str) -> E | None:
+    """The member of ``kind`` that ``value`` names; None for ""; ``BadRequestError`` otherwise."""
+    if not value:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in kind)
+        raise BadRequestError(f"{name} is one of {choices}, not {value!r}") from None
 
 
 def _log_step(value: str, count: int) -> int | str:
@@ -126,6 +151,29 @@ class RunServiceApp(JsonApp):
             cache_group=request.args.get("cache_group"),
         )
         return json_response(run, status=201)
+
+    def list_runs(self, request: Request) -> Response:
+        """A page of runs, newest first: ``group`` (a prefix), ``phase``, ``result``,
+        ``limit`` and ``cursor`` (a page's ``next``)."""
+        args = request.args
+        limit = args.get("limit", str(DEFAULT_PAGE))
+        if not limit.isdigit():
+            raise BadRequestError(f"limit is a number of runs, not {limit!r}")
+        page = self.service.runs.list(
+            group_prefix=args.get("group", ""),
+            phase=_choice(RunPhase, "phase", args.get("phase", "")),
+            result=_choice(RunResult, "result", args.get("result", "")),
+            limit=int(limit),
+            cursor=args.get("cursor", ""),
+        )
+        return json_response(page)
+
+    def health(self, request: Request) -> Response:
+        """200 with the health if the lease holds and the store answers, else 503 saying which fails."""
+        health = self.service.health()
+        if not health.ok:
+            raise UnavailableError(f"lease held: {health.lease}, store reached: {health.store}")
+        return json_response(health)
 
     def get_run(self, request: Request, run_id: str) -> Response:
         return json_response(self.service.runs.get(_id("run id", run_id)))

@@ -37,7 +37,7 @@ class Attempts:
             except CorruptDocumentError as exc:  # written by other means than this service
                 self.trouble(f"reading {documents.kind} document {doc_id}", exc)
 
-    def attempt(self, item: str, action: Callable[[], None]) -> None:
+    def attempt(self, item: str, action: Callable[[], object]) -> None:
         """Do ``action``; if it fails, log it (once while it fails the same way) and return."""
         try:
             action()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import BinaryIO, cast
 
@@ -19,12 +21,20 @@ from runstore.runservice.tasks import Fetch, find_task, pending_fetches
 log = logging.getLogger(__name__)
 
 
+WORKERS = 8
+"""Fetches at once, all executors together."""
+PER_EXECUTOR = 2
+"""Fetches at once from one executor: a slow or hostile one holds no more workers."""
+
+
 class Fetcher:
     """Fetches each finished executor task's data, then deletes that executor task.
 
-    A fetch from an executor whose record is gone waits while the executor may come back
-    with the files (:class:`Absences`), and records the data as unavailable only once it
-    has been gone past ``executor_timeout``.
+    Fetches run concurrently in a pool of :data:`WORKERS` threads, at most
+    :data:`PER_EXECUTOR` from one executor, each request under the deadline of
+    :class:`ExecutorClient`. A fetch from an executor whose record is gone waits while
+    the executor may come back with the files (:class:`Absences`), and records the data
+    as unavailable only once it has been gone past ``executor_timeout``.
     """
 
     def __init__(
@@ -35,16 +45,40 @@ class Fetcher:
         self._absences = absences
         self.executor_timeout = executor_timeout
         self._clients: dict[str, ExecutorClient] = {}
-        self._clients_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _clients, _fetching and _pool
+        self._fetching: dict[str, str] = {}  # executor task id -> executor id, while fetched
+        self._pool: ThreadPoolExecutor | None = None
 
-    def fetch_once(self) -> None:
-        """Fetch the data of every finished executor task."""
+    def fetch_once(self, *, wait: bool = True) -> None:
+        """Start fetching the data of every finished executor task not being fetched yet
+        (within the bounds above); with ``wait``, return once these fetches ended."""
         executor_tasks = list(self._attempts.each(self._state.executor_tasks))
-        for executor_task in executor_tasks:
-            if executor_task.phase.finished:
-                fetch = functools.partial(self._fetch, executor_task)
-                self._attempts.attempt(f"fetching task {executor_task.id}", fetch)
+        started = [
+            future
+            for executor_task in executor_tasks
+            if executor_task.phase.finished and (future := self._start(executor_task)) is not None
+        ]
         self._absences.forget({task.executor_id for task in executor_tasks}, self.executor_timeout)
+        if wait:
+            futures.wait(started)
+
+    def _start(self, executor_task: ExecutorTask) -> Future[None] | None:
+        with self._lock:
+            busy = list(self._fetching.values()).count(executor_task.executor_id)
+            if executor_task.id in self._fetching or busy >= PER_EXECUTOR:
+                return None
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="runservice-fetch")
+            self._fetching[executor_task.id] = executor_task.executor_id
+            return self._pool.submit(self._attempt, executor_task)
+
+    def _attempt(self, executor_task: ExecutorTask) -> None:
+        try:
+            fetch = functools.partial(self._fetch, executor_task)
+            self._attempts.attempt(f"fetching task {executor_task.id}", fetch)
+        finally:
+            with self._lock:
+                del self._fetching[executor_task.id]
 
     def _fetch(self, executor_task: ExecutorTask) -> None:
         state = self._state
@@ -95,14 +129,18 @@ class Fetcher:
         return FetchPhase.FINISHED
 
     def _client(self, url: str) -> ExecutorClient:
-        with self._clients_lock:
+        with self._lock:
             if url not in self._clients:
                 self._clients[url] = ExecutorClient(url)
             return self._clients[url]
 
     def close(self) -> None:
-        """Close the connections to executors."""
-        with self._clients_lock:
+        """Wait for the fetches under way, then close the connections to executors."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Callable
 
 import attrs
 
+from runstore import concurrency
 from runstore.cache_groups import CacheGroup
 from runstore.clock import now
-from runstore.contract.errors import BadRequestError, ConflictError
-from runstore.contract.model import Run, RunConfig, RunPhase, RunTask, TaskStatus
+from runstore.contract.errors import BadRequestError, ConflictError, CorruptDocumentError, NotExistError
+from runstore.contract.model import Run, RunConfig, RunPage, RunPhase, RunResult, RunTask, TaskStatus
 from runstore.errors import InvalidIdError
+from runstore.runservice.index import Listed
 from runstore.runservice.runconfig import check_group, check_run_config
 from runstore.runservice.state import State
 from runstore.runservice.tasks import fresh_task, new_id, parents_first
 
 log = logging.getLogger(__name__)
+
+DEFAULT_PAGE = 50
+"""Runs in a page of :meth:`Runs.list` unless asked otherwise."""
+MAX_PAGE = 500
+"""The most runs one page may ask for."""
+MAX_READS = 1000
+"""The most run documents one page reads, refused ones included."""
 
 
 class Runs:
@@ -57,32 +68,40 @@ class Runs:
             ],
             creation_time=now(),
         )
-        self._state.runs.create(run.id, run)
+        self._enter(run)
         log.info("run %s created in %s with %d tasks", run.id, group, len(run.tasks))
         return run
+
+    def _enter(self, run: Run) -> None:
+        """Store a new run: its index entries first, then its document."""
+        self._state.index.add(run)
+        self._state.runs.create(run.id, run)
 
     def restart(self, run_id: str) -> Run:
         """A new run of a finished run's config that shares its successful tasks.
 
         A task is shared if it succeeded, its data was fetched, every task it depends on is
-        shared too, and ``RunStore.add_run`` accepts it; every other task runs again.
+        shared too, and ``RunStore.add_run`` accepts it; every other task runs again. The
+        tasks are added concurrently; one added whose parent was not is dropped again.
         """
         old = self._state.runs.get(run_id)
         if old.phase is not RunPhase.FINISHED:
             raise ConflictError(f"run {run_id!r} is {old.phase.value}: only a finished run can be restarted")
         run_id_new = new_id("run-")
+        order = parents_first(old)
+        candidates = [
+            task for task in order if task.status is TaskStatus.SUCCESS and task.fetched and task.registered
+        ]
+        shared = concurrency.each(self._share(run_id_new), candidates)
+        added = {task.name: done for task, done in zip(candidates, shared, strict=True)}
         new: dict[str, RunTask] = {}
-        for task in parents_first(old):
-            shareable = (
-                task.status is TaskStatus.SUCCESS
-                and task.fetched
-                and task.registered
-                and all(new[parent].shared for parent in task.depends)
-            )
-            if shareable and self._state.store.add_run(run_id_new, task.id):
+        for task in order:
+            if added.get(task.name, False) and all(new[parent].shared for parent in task.depends):
                 new[task.name] = attrs.evolve(task, shared=True)
             else:
                 new[task.name] = fresh_task(task.name, task.steps, task.depends, task.environment)
+        unshared = [task for task in candidates if added[task.name] and not new[task.name].shared]
+        concurrency.each(lambda task: self._state.store.remove_run(run_id_new, task.id), unshared)
         tasks = [new[task.name] for task in old.tasks]
         run = Run(
             id=run_id_new,
@@ -92,7 +111,7 @@ class Runs:
             creation_time=now(),
             restarted_from=old.id,
         )
-        self._state.runs.create(run.id, run)
+        self._enter(run)
         log.info(
             "run %s restarts %s, sharing %d of %d tasks",
             run.id,
@@ -109,4 +128,68 @@ class Runs:
             raise ConflictError(f"run {run_id!r} is {run.phase.value}: only a finished run can be deleted")
         self._state.store.delete_run(run.id, [task.id for task in run.tasks if task.registered])
         self._state.runs.delete(run.id)
+        self._state.index.remove(run)
         log.info("run %s deleted", run.id)
+
+    def _share(self, run_id: str) -> Callable[[RunTask], bool]:
+        return lambda task: self._state.store.add_run(run_id, task.id)
+
+    def list(
+        self,
+        *,
+        group_prefix: str = "",
+        phase: RunPhase | None = None,
+        result: RunResult | None = None,
+        limit: int = DEFAULT_PAGE,
+        cursor: str = "",
+    ) -> RunPage:
+        """The runs whose group starts with ``group_prefix`` (and of ``phase``, ``result``),
+        newest first, from ``cursor`` (a page's ``next``) on, at most ``limit``.
+
+        It reads the index (a request per 1,000 runs passed over) and the documents of the
+        runs it returns, plus those a phase or result filter refuses; a page stops early,
+        with a ``next`` cursor, once it has read :data:`MAX_READS` documents.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadRequestError(f"limit is 1 to {MAX_PAGE}, not {limit}")
+        if cursor and Listed.of(cursor) is None:
+            raise BadRequestError(f"invalid cursor {cursor!r}")
+        active = {entry.run_id for entry in self._state.index.active()} if phase or result else set()
+
+        def candidate(entry: Listed) -> bool:
+            finished = entry.run_id not in active
+            return entry.may_match(group_prefix) and (
+                phase is None or (phase is RunPhase.FINISHED) == finished
+            )
+
+        def wanted(run: Run) -> bool:
+            return (
+                run.group.startswith(group_prefix)
+                and (phase is None or run.phase is phase)
+                and (result is None or run.result is result)
+            )
+
+        candidates = filter(candidate, self._state.index.listed(after=cursor))
+        runs: list[Run] = []
+        last = cursor
+        reads = 0
+        while len(runs) < limit and reads < MAX_READS:
+            batch = list(itertools.islice(candidates, limit - len(runs)))
+            if not batch:
+                return RunPage(runs)
+            reads += len(batch)
+            for entry, run in zip(batch, concurrency.each(self._listed_run, batch), strict=True):
+                last = entry.name
+                if run is not None and wanted(run):
+                    runs.append(run)
+        return RunPage(runs, last if next(candidates, None) is not None else "")
+
+    def _listed_run(self, entry: Listed) -> Run | None:
+        """The run of a listed entry; None if its document is gone or unreadable."""
+        try:
+            return self._state.runs.get(entry.run_id)
+        except NotExistError:
+            return None  # deleted meanwhile, or a create or delete that crashed
+        except CorruptDocumentError as exc:
+            log.warning("listing runs: %s", exc)
+            return None

@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import attrs
 
 from objstore import AlreadyExistsError
 from runstore.clock import now
+from runstore.contract.errors import NotExistError
 from runstore.contract.model import (
-    Executor,
     ExecutorTask,
     Run,
     RunPhase,
@@ -22,6 +22,7 @@ from runstore.contract.model import (
     TaskStatus,
 )
 from runstore.runservice.attempts import Attempts
+from runstore.runservice.index import GRACE
 from runstore.runservice.state import State
 from runstore.runservice.tasks import workspace_of
 
@@ -30,9 +31,39 @@ log = logging.getLogger(__name__)
 _BLOCKING = (TaskStatus.FAILED, TaskStatus.SKIPPED)
 
 
+def _ready(parent: RunTask) -> bool:
+    """Whether a task may start as far as ``parent`` goes: it succeeded and its workspace
+    archives are in the run store (the task restores them from there)."""
+    return parent.status is TaskStatus.SUCCESS and parent.fetched
+
+
+@attrs.define
+class _Pass:
+    """What one scheduling pass knows of executors: their tasks, and the free slots of the live ones."""
+
+    assigned: set[str]  # the ids of every executor task
+    free: dict[str, int]  # live executor id -> free slots
+
+    def choose(self) -> str | None:
+        """The executor with the most free slots (ties: the greatest id), taking one of them;
+        None if all are full."""
+        best = max(
+            ((slots, executor_id) for executor_id, slots in self.free.items() if slots > 0), default=None
+        )
+        if best is None:
+            return None
+        self.free[best[1]] -= 1
+        return best[1]
+
+
 class Scheduler:
     """Starts runs, skips the tasks a failure blocks, assigns runnable tasks to executors
-    with free slots, and finishes runs whose tasks all finished and were fetched."""
+    with free slots, and finishes runs whose tasks all finished and were fetched.
+
+    A pass reads the unfinished runs only (the active index, :mod:`runstore.runservice.index`),
+    the executors and their tasks once each: O(unfinished runs + executors + executor
+    tasks) requests, whatever the number of finished runs.
+    """
 
     def __init__(self, state: State, attempts: Attempts, executor_timeout: timedelta) -> None:
         self._state = state
@@ -41,12 +72,32 @@ class Scheduler:
 
     def schedule_once(self) -> None:
         """Advance every unfinished run."""
-        for run in list(self._attempts.each(self._state.runs)):
-            if run.phase is not RunPhase.FINISHED:
-                self._attempts.attempt(f"advancing run {run.id}", functools.partial(self._advance, run.id))
+        state = self._state
+        if not state.index.is_current():
+            count = state.index.rebuild(self._attempts.each(state.runs))
+            log.info("the run index was built from %d run documents", count)
+        known = self._pass()
+        for entry in state.index.active():
+            advance = functools.partial(self._advance, entry.run_id, entry.written, known)
+            self._attempts.attempt(f"advancing run {entry.run_id}", advance)
 
-    def _advance(self, run_id: str) -> None:
+    def _pass(self) -> _Pass:
+        tasks = list(self._attempts.each(self._state.executor_tasks))
+        load: dict[str, int] = {}
+        for task in tasks:
+            load[task.executor_id] = load.get(task.executor_id, 0) + 1
+        limit = now() - self.executor_timeout
+        free = {
+            executor.id: executor.active_tasks_limit - load.get(executor.id, 0)
+            for executor in self._attempts.each(self._state.executors)
+            if executor.last_status_time is not None and executor.last_status_time > limit
+        }
+        return _Pass({task.id for task in tasks}, free)
+
+    def _advance(self, run_id: str, entered: datetime, known: _Pass) -> None:
         def settle(run: Run) -> Run | None:
+            if run.phase is RunPhase.FINISHED:
+                return None
             tasks = []
             for task in run.tasks:
                 if task.status is TaskStatus.NOTSTARTED:
@@ -61,22 +112,28 @@ class Scheduler:
                 run = attrs.evolve(run, phase=RunPhase.RUNNING, start_time=now())
             return run
 
-        run = self._state.runs.update(run_id, settle)
-        assert run is not None
-        for task in run.tasks:
-            if task.status is TaskStatus.NOTSTARTED and all(
-                run.task(name).status is TaskStatus.SUCCESS for name in task.depends
-            ):
-                self._attempts.attempt(
-                    f"assigning task {task.id}", functools.partial(self._assign, run, task)
-                )
-        self._finish_if_done(run_id)
-
-    def _assign(self, run: Run, task: RunTask) -> None:
-        if self._state.executor_tasks.exists(task.id):
+        try:
+            run = self._state.runs.update(run_id, settle)
+        except NotExistError:
+            if now() - entered > GRACE:  # a create or a delete that crashed half-way
+                self._state.index.finished(run_id)
+                log.info("the active entry of run %s, which has no document, is removed", run_id)
             return
-        executor = self._choose_executor()
-        if executor is None:
+        assert run is not None
+        if run.phase is not RunPhase.FINISHED:
+            for task in run.tasks:
+                if task.status is TaskStatus.NOTSTARTED and all(
+                    _ready(run.task(name)) for name in task.depends
+                ):
+                    assign = functools.partial(self._assign, run, task, known)
+                    self._attempts.attempt(f"assigning task {task.id}", assign)
+        self._finish_if_done(run, known)
+
+    def _assign(self, run: Run, task: RunTask, known: _Pass) -> None:
+        if task.id in known.assigned:
+            return
+        executor_id = known.choose()
+        if executor_id is None:
             return
         if not task.registered:
             # The run's marker comes before any data; AlreadyExistsError means an earlier
@@ -87,7 +144,7 @@ class Scheduler:
         executor_task = ExecutorTask(
             id=task.id,
             run_id=run.id,
-            executor_id=executor.id,
+            executor_id=executor_id,
             task_name=task.name,
             steps=task.steps,
             environment=task.environment,
@@ -99,33 +156,21 @@ class Scheduler:
             self._state.executor_tasks.create(task.id, executor_task)
         except AlreadyExistsError:
             return
-        log.info("task %s (%s of run %s) assigned to executor %s", task.id, task.name, run.id, executor.id)
+        known.assigned.add(task.id)
+        log.info("task %s (%s of run %s) assigned to executor %s", task.id, task.name, run.id, executor_id)
 
-    def _choose_executor(self) -> Executor | None:
-        """The live executor with the most free slots (ties: the greatest id); None if all are full."""
-        limit = now() - self.executor_timeout
-        load: dict[str, int] = {}
-        for executor_task in self._attempts.each(self._state.executor_tasks):
-            load[executor_task.executor_id] = load.get(executor_task.executor_id, 0) + 1
-        candidates = [
-            (executor.active_tasks_limit - load.get(executor.id, 0), executor.id, executor)
-            for executor in self._attempts.each(self._state.executors)
-            if executor.last_status_time is not None and executor.last_status_time > limit
-        ]
-        free = [candidate for candidate in candidates if candidate[0] > 0]
-        return max(free, key=lambda candidate: candidate[:2])[2] if free else None
-
-    def _finish_if_done(self, run_id: str) -> None:
-        # Executor tasks are created and deleted by the loops only (one thread): whether a
-        # run has one can be read before the change.
-        run = self._state.runs.get(run_id)
-        active = any(self._state.executor_tasks.exists(task.id) for task in run.tasks if not task.shared)
+    def _finish_if_done(self, run: Run, known: _Pass) -> None:
+        """Finish a run whose tasks all finished and have no executor task left, then drop
+        its active entry. Only this pass creates executor tasks (the fetcher may delete some
+        meanwhile), so a task the pass does not know of has none."""
+        if any(task.id in known.assigned for task in run.tasks if not task.shared):
+            return  # an executor task is still active (its data not fetched yet)
+        if run.phase is not RunPhase.FINISHED and not all(task.status.finished for task in run.tasks):
+            return
 
         def finish(current: Run) -> Run | None:
             if current.phase is RunPhase.FINISHED or not all(task.status.finished for task in current.tasks):
                 return None
-            if active:
-                return None  # an executor task is still active (its data not fetched yet)
             failed = any(task.status is TaskStatus.FAILED for task in current.tasks)
             return attrs.evolve(
                 current,
@@ -134,6 +179,8 @@ class Scheduler:
                 end_time=now(),
             )
 
-        finished = self._state.runs.update(run_id, finish)
-        if finished is not None and finished.phase is not run.phase and finished.phase is RunPhase.FINISHED:
-            log.info("run %s finished: %s", finished.id, finished.result.value)
+        finished = self._state.runs.update(run.id, finish)
+        if finished is not None and finished.phase is RunPhase.FINISHED:
+            self._state.index.finished(run.id)
+            if run.phase is not RunPhase.FINISHED:
+                log.info("run %s finished: %s", finished.id, finished.result.value)

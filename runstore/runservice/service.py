@@ -1,17 +1,20 @@
-"""The runservice: one facade over its units, owning the store's lease and the loop thread.
+"""The runservice: one facade over its units, owning the store's lease and the threads.
 
 Its state is three kinds of documents in an objstore ``Storage`` (runs, executors,
 executor tasks), changed by compare-and-swap (:class:`State`). One instance at a time
-owns a store (:class:`Lease`). The units each do one job: :class:`Runs` and
-:class:`Executors` serve the HTTP handlers, which run concurrently with the loops; the
-loops, in one thread, are the :class:`Scheduler`, the :class:`ExecutorTaskChecker`, the
-:class:`Fetcher` and the :class:`Reaper`. A loop handles each run, executor task or
-executor on its own (:class:`Attempts`): a failure with one is logged, and the loop goes
-on with the others.
+owns a store (:class:`Lease`), renewed by a thread of its own, and every change goes
+through a :class:`FencedStorage` that refuses it unless the lease holds. The units each
+do one job: :class:`Runs` and :class:`Executors` serve the HTTP handlers, which run
+concurrently with the loops; the loops, in one thread, are the :class:`Scheduler`, the
+:class:`ExecutorTaskChecker`, the :class:`Fetcher` (whose fetches run in its own pool)
+and the :class:`Reaper`; the :class:`Collector` runs in a thread of its own, every
+``collect_interval``. A loop handles each run, executor task or executor on its own
+(:class:`Attempts`): a failure with one is logged, and the loop goes on with the others.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -19,18 +22,22 @@ import socket
 import threading
 from datetime import timedelta
 
-from objstore import Storage
+from objstore import ObjstoreError, Storage
 from runstore.contract.errors import ServiceError
+from runstore.contract.model import ServiceHealth
 from runstore.runservice.absences import Absences
 from runstore.runservice.attempts import Attempts
 from runstore.runservice.checker import ExecutorTaskChecker
+from runstore.runservice.collector import NO_RETENTION, Collector, Retention
 from runstore.runservice.executors import Executors
+from runstore.runservice.fence import FencedStorage
 from runstore.runservice.fetcher import Fetcher
-from runstore.runservice.lease import Lease
+from runstore.runservice.lease import LEASE_KEY, Lease
 from runstore.runservice.reaper import Reaper
 from runstore.runservice.runs import Runs
 from runstore.runservice.scheduler import Scheduler
 from runstore.runservice.state import State
+from runstore.store import DEFAULT_GRACE
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +52,16 @@ class RunService:
         executor_timeout: timedelta = timedelta(seconds=30),
         interval: float = 0.5,
         lease_ttl: timedelta = timedelta(seconds=15),
+        collect_interval: timedelta | None = None,
+        grace: timedelta = DEFAULT_GRACE,
+        cache_ttl: timedelta | None = None,
+        retention: Retention = NO_RETENTION,
     ) -> None:
-        self.state = State(storage)
+        owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.lease = Lease(storage, owner, lease_ttl)
+        self.state = State(FencedStorage(storage, self.lease.check))
         self.interval = interval
+        self.collect_interval = collect_interval
         attempts = Attempts()
         absences = Absences()
         self.runs = Runs(self.state)
@@ -56,49 +70,89 @@ class RunService:
         self.checker = ExecutorTaskChecker(self.state, attempts)
         self.fetcher = Fetcher(self.state, attempts, absences, executor_timeout)
         self.reaper = Reaper(self.state, attempts, self.executors, executor_timeout)
+        self.collector = Collector(
+            self.state, attempts, self.runs, grace=grace, cache_ttl=cache_ttl, retention=retention
+        )
         self._attempts = attempts
-        owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        self.lease = Lease(storage, owner, lease_ttl)
+        self._storage = storage
         self._stop = threading.Event()
-        self._loop: threading.Thread | None = None
+        self.lost = threading.Event()
+        """Set once the lease was lost: the loops have stopped and every change is refused."""
+        self._threads: list[threading.Thread] = []
 
     def run_once(self) -> None:
         """One pass of every loop; one that fails is logged, and the others still run.
 
         The scheduler runs first and last, so that a task fetched in the pass finishes its
-        run, and the slot it freed is used, in the same pass.
+        run, and the slot it freed is used, in the same pass; fetches started here go on
+        in the fetcher's pool (a slow executor holds up none of the loops).
         """
-        for loop in (
-            self.scheduler.schedule_once,
-            self.checker.check_once,
-            self.fetcher.fetch_once,
-            self.reaper.reap_once,
-            self.scheduler.schedule_once,
+        for name, loop in (
+            ("scheduler", self.scheduler.schedule_once),
+            ("checker", self.checker.check_once),
+            ("fetcher", functools.partial(self.fetcher.fetch_once, wait=False)),
+            ("reaper", self.reaper.reap_once),
+            ("scheduler", self.scheduler.schedule_once),
         ):
-            self._attempts.attempt(f"the loop {loop.__qualname__}", loop)
+            self._attempts.attempt(f"the {name}'s pass", loop)
 
-    def start(self, *, wait_for_lease: bool = True) -> RunService:
-        """Take the store's lease and run the loops in a thread."""
+    def health(self) -> ServiceHealth:
+        """Whether the lease holds, and whether the store answers (one request)."""
+        try:
+            self._storage.exists(LEASE_KEY)
+            reached = True
+        except ObjstoreError:
+            reached = False
+        return ServiceHealth(self.lease.holds(), reached)
+
+    def start(self, *, wait_for_lease: bool = True, loops: bool = True) -> RunService:
+        """Take the store's lease and renew it in a thread of its own; with ``loops``, run the
+        loops and the collector (if ``collect_interval`` is set) in threads of their own too
+        (without, the caller drives the units, as the tests do)."""
         self.lease.acquire(wait=wait_for_lease)
         self._stop.clear()
-        self._loop = threading.Thread(target=self._run_loops, name="runservice-loops", daemon=True)
-        self._loop.start()
+        targets = [("lease", self._renew)]
+        if loops:
+            targets.append(("loops", self._run_loops))
+            if self.collect_interval is not None:
+                targets.append(("collector", self._run_collector))
+        self._threads = [
+            threading.Thread(target=target, name=f"runservice-{name}", daemon=True)
+            for name, target in targets
+        ]
+        for thread in self._threads:
+            thread.start()
         return self
+
+    def _renew(self) -> None:
+        every = self.lease.ttl.total_seconds() / 5
+        while not self._stop.wait(every):
+            try:
+                self.lease.renew()
+            except ServiceError as exc:
+                log.error("the lease on the store was lost (%s): stopping the loops", exc)
+                self.lost.set()
+                self._stop.set()
+                return
+            except ObjstoreError as exc:  # the store failed for now: the lease may still hold
+                log.warning("renewing the lease failed: %s", exc)
 
     def _run_loops(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.lease.renew()
-            except ServiceError:
-                log.error("the lease on the store was lost: stopping")
-                self._stop.set()
-                return
-            self.run_once()
+            if self.lease.holds():
+                self.run_once()
+
+    def _run_collector(self) -> None:
+        assert self.collect_interval is not None
+        while not self._stop.wait(self.collect_interval.total_seconds()):
+            if self.lease.holds():
+                self._attempts.attempt("the collector's pass", self.collector.collect_once)
 
     def stop(self) -> None:
-        """Stop the loops, give up the lease, close the connections to executors."""
+        """Stop the threads (the passes under way end first), wait for the fetches under way,
+        then give the lease up, so that another instance takes over at once."""
         self._stop.set()
-        if self._loop is not None:
-            self._loop.join(timeout=30)
-        self.lease.release()
+        for thread in self._threads:
+            thread.join(timeout=60)
         self.fetcher.close()
+        self.lease.release()

@@ -10,6 +10,7 @@ from objstore import OutcomeUnknownError, PreconditionFailedError, Storage
 from runstore.contract import codec
 from runstore.contract.errors import CorruptDocumentError, NotExistError, UnavailableError
 from runstore.contract.model import Executor, ExecutorTask, Run, RunTask
+from runstore.runservice.index import RunIndex
 from runstore.runservice.tasks import find_task, replace_task
 from runstore.store import RunStore
 
@@ -42,13 +43,21 @@ class Documents(Generic[T]):
             raw = self.storage.read_bytes(self._key(doc_id))
         except ObjectMissing as exc:
             raise NotExistError(f"{self.kind[:-1]} {doc_id!r} does not exist") from exc
+        return self._decode(doc_id, raw), etag
+
+    def _decode(self, doc_id: str, raw: bytes) -> T:
         try:
-            return codec.loads(self.document, raw), etag
+            return codec.loads(self.document, raw)
         except (ValueError, TypeError) as exc:
             raise CorruptDocumentError(f"{self.kind[:-1]} {doc_id!r} is not a valid document: {exc}") from exc
 
     def get(self, doc_id: str) -> T:
-        return self.read(doc_id)[0]
+        """The document (one request: no etag); ``NotExistError`` or ``CorruptDocumentError``."""
+        try:
+            raw = self.storage.read_bytes(self._key(doc_id))
+        except ObjectMissing as exc:
+            raise NotExistError(f"{self.kind[:-1]} {doc_id!r} does not exist") from exc
+        return self._decode(doc_id, raw)
 
     def exists(self, doc_id: str) -> bool:
         return self.storage.exists(self._key(doc_id))
@@ -120,6 +129,7 @@ class State:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.store = RunStore(storage)
+        self.index = RunIndex(storage)
         self.runs = Documents(storage, "runs", Run)
         self.executors = Documents(storage, "executors", Executor)
         self.executor_tasks = Documents(storage, "executortasks", ExecutorTask)
