@@ -1,4 +1,4 @@
-"""The runservice and an executor as separate processes on loopback."""
+"""The runservice and an executor as separate processes on loopback, over a posix store and S3."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import TypeVar
 import attrs
 import pytest
 
+from objstore import PosixStorage, Storage
 from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import RemoteServiceError
 from runstore.contract.http import ServiceClient
@@ -30,6 +31,7 @@ from runstore.contract.model import (
     TaskStatus,
 )
 from runstore.contract.routes import RunServiceRoutes as R
+from tests.conftest import S3Endpoint
 from tests.test_processes import ROOT
 
 T = TypeVar("T")
@@ -52,9 +54,58 @@ class Service:
         self.process.stdout.close()
 
 
-def start(*args: str) -> Service:
+@attrs.frozen
+class Store:
+    """A runservice's store: its command-line arguments and environment, and the test's view of it."""
+
+    args: tuple[str, ...]
+    env: dict[str, str]
+    root: Storage  # the whole folder or bucket
+    prefix: str = ""  # where in root the runservice keeps its keys ("" or "<name>/")
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """The keys under ``prefix``, as the runservice names them (relative to ``self.prefix``)."""
+        return [key[len(self.prefix) :] for key in self.root.list_keys(self.prefix + prefix)]
+
+
+def aws_environment(endpoint: S3Endpoint, home: Path) -> dict[str, str]:
+    """This environment without its ``AWS_*`` variables, but for the four that reach ``endpoint``;
+    ``HOME`` is ``home`` (made empty: no ``~/.aws``)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env.pop("USERPROFILE", None)
+    home.mkdir(exist_ok=True)
+    env["HOME"] = str(home)
+    env["AWS_ENDPOINT_URL"] = f"{'https' if endpoint.secure else 'http'}://{endpoint.endpoint}"
+    env["AWS_ACCESS_KEY_ID"] = endpoint.access_key
+    env["AWS_SECRET_ACCESS_KEY"] = endpoint.secret_key
+    env["AWS_REGION"] = endpoint.region or "us-east-1"
+    return env
+
+
+@pytest.fixture(params=["posix", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh store: a folder given as a bare path, or a prefix of a fresh bucket given as a URL."""
+    root: Storage
+    if request.param == "posix":
+        root = PosixStorage(str(tmp_path / "store"))
+        yield Store(("--store", str(tmp_path / "store")), dict(os.environ), root)
+    else:
+        endpoint: S3Endpoint = request.getfixturevalue("s3_endpoint")
+        bucket = request.getfixturevalue("s3_bucket")()
+        root = endpoint.storage(bucket)
+        env = aws_environment(endpoint, tmp_path / "home")
+        yield Store(("--store", f"s3://{bucket}/ci"), env, root, "ci/")
+    root.close()
+
+
+def start(*args: str, env: dict[str, str] | None = None) -> Service:
     process = subprocess.Popen(
-        [sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -64,14 +115,18 @@ def start(*args: str) -> Service:
     return Service(process, line.split()[1])
 
 
+def start_runservice(store: Store, *args: str) -> Service:
+    return start("runstore", "runservice", *store.args, "--listen", "127.0.0.1:0", *args, env=store.env)
+
+
 @pytest.fixture
-def runservice(tmp_path: Path) -> Iterator[Service]:
-    service = start("runstore", "runservice", "--store", str(tmp_path / "store"), "--listen", "127.0.0.1:0")
+def runservice(store: Store) -> Iterator[Service]:
+    service = start_runservice(store)
     yield service
     service.stop()
 
 
-def start_executor(runservice: Service, folder: Path, limit: int = 2) -> Service:
+def start_executor(runservice: Service, folder: Path, limit: int = 2, *args: str) -> Service:
     return start(
         "runstore",
         "executor",
@@ -85,6 +140,7 @@ def start_executor(runservice: Service, folder: Path, limit: int = 2) -> Service
         str(limit),
         "--listen",
         "127.0.0.1:0",
+        *args,
     )
 
 
@@ -110,17 +166,77 @@ def executor_tasks(client: RunServiceClient) -> dict[str, ExecutorTask]:
     return {task.task_name: task for task in client.executor_tasks("ex1")}
 
 
-def test_killed_and_deleted_executor_fails_its_task(tmp_path: Path) -> None:
-    runservice = start(
-        "runstore",
-        "runservice",
-        "--store",
-        str(tmp_path / "store"),
-        "--listen",
-        "127.0.0.1:0",
-        "--executor-timeout",
-        "2",  # the fetcher gives the killed executor's logs up after 2 s, not 30
+def wait_finished(client: RunServiceClient, run_id: str) -> Run:
+    return wait_for(
+        f"run {run_id} to finish",
+        lambda: r if (r := get_run(client, run_id)).phase is RunPhase.FINISHED else None,
     )
+
+
+def read_log(client: RunServiceClient, run_id: str, task_name: str, step: int) -> bytes:
+    with client.run_log(run_id, task_name, step) as stream:
+        return stream.read()
+
+
+def test_the_whole_pipeline(runservice: Service, store: Store, tmp_path: Path) -> None:
+    """Create a run, run it, fetch, restart it (the new run shares the finished tasks), delete both:
+    the data goes with the last run that references it."""
+    client = RunServiceClient(runservice.url)
+    executor = start_executor(runservice, tmp_path / "executor")
+    marker = tmp_path / "flaky-ran"
+    config = RunConfig(
+        [
+            TaskConfig(
+                "build",
+                [
+                    Step(StepKind.RUN, command="mkdir -p out && echo built-it > out/app"),
+                    Step(StepKind.SAVE_TO_WORKSPACE, paths=["out"]),
+                ],
+            ),
+            TaskConfig(
+                "test",
+                [Step(StepKind.RESTORE_WORKSPACE), Step(StepKind.RUN, command="cat out/app")],
+                ["build"],
+            ),
+            TaskConfig(
+                "flaky", [Step(StepKind.RUN, command=f"[ -f {marker} ] || {{ touch {marker}; exit 1; }}")]
+            ),
+        ]
+    )
+    try:
+        first = wait_finished(client, create_run(client, config).id)
+        assert [(t.name, t.status) for t in first.tasks] == [
+            ("build", TaskStatus.SUCCESS),
+            ("test", TaskStatus.SUCCESS),
+            ("flaky", TaskStatus.FAILED),
+        ]
+        assert first.result.value == "failed" and all(task.fetched for task in first.tasks)
+        assert b"\nbuilt-it\n" in read_log(client, first.id, "test", 1)
+        assert store.keys(f"workspacearchives/{first.task('build').id}/")
+
+        second = wait_finished(client, client.restart_run(first.id).id)
+        assert second.result.value == "success" and second.restarted_from == first.id
+        for name in ("build", "test"):  # shared: the same data, not run again
+            assert second.task(name).id == first.task(name).id and second.task(name).shared
+        assert second.task("flaky").id != first.task("flaky").id
+        assert b"\nbuilt-it\n" in read_log(client, second.id, "test", 1)
+    finally:
+        executor.stop()
+
+    client.delete_run(first.id)
+    with pytest.raises(RemoteServiceError) as caught:
+        client.get_run(first.id)
+    assert caught.value.status == 404
+    assert store.keys(f"logs/{first.task('flaky').id}/") == []  # only the first run had it
+    assert b"\nbuilt-it\n" in read_log(client, second.id, "test", 1)  # shared: still there
+    client.delete_run(second.id)
+    assert (store.keys("logs/"), store.keys("workspacearchives/")) == ([], [])
+    assert all(key.startswith(store.prefix) for key in store.root.list_keys())
+
+
+def test_killed_and_deleted_executor_fails_its_task(store: Store, tmp_path: Path) -> None:
+    # the fetcher gives the killed executor's logs up after 2 s, not 30
+    runservice = start_runservice(store, "--executor-timeout", "2")
     try:
         _killed_and_deleted_executor_fails_its_task(runservice, tmp_path)
     finally:
@@ -157,9 +273,7 @@ def _killed_and_deleted_executor_fails_its_task(runservice: Service, tmp_path: P
     with contextlib.suppress(ProcessLookupError):  # a SIGKILLed executor cannot stop its steps
         os.killpg(int(step_pid.read_text()), signal.SIGKILL)
     client.delete_executor("ex1")
-    finished = wait_for(
-        "the run to finish", lambda: (r := get_run(client, run.id)).phase is RunPhase.FINISHED and r
-    )
+    finished = wait_finished(client, run.id)
     task = finished.tasks[0]
     assert (task.status, task.error) == (TaskStatus.FAILED, "executor deleted")
     assert task.end_time is not None and task.start_time is not None
@@ -184,11 +298,11 @@ def test_executor_task_goes_as_soon_as_its_data_is_fetched(runservice: Service, 
     try:
         fetched = wait_for(
             "the fast task's data",
-            lambda: (r := get_run(client, run.id)).task("fast").fetched and r,
+            lambda: r if (r := get_run(client, run.id)).task("fast").fetched else None,
         )
         assert fetched.task("fast").status is TaskStatus.SUCCESS
         tasks = wait_for(
-            "the fast executor task to go", lambda: "fast" not in (t := executor_tasks(client)) and t
+            "the fast executor task to go", lambda: t if "fast" not in (t := executor_tasks(client)) else None
         )
         assert tasks["slow"].phase is ExecutorTaskPhase.RUNNING  # the other task still runs
         assert get_run(client, run.id).phase is RunPhase.RUNNING
@@ -196,9 +310,7 @@ def test_executor_task_goes_as_soon_as_its_data_is_fetched(runservice: Service, 
             log = stream.read()
         assert b"\nfast\n" in log
         release.touch()
-        finished = wait_for(
-            "the run to finish", lambda: (r := get_run(client, run.id)).phase is RunPhase.FINISHED and r
-        )
+        finished = wait_finished(client, run.id)
         assert finished.result.value == "success"
         assert executor_tasks(client) == {}
     finally:
@@ -206,10 +318,10 @@ def test_executor_task_goes_as_soon_as_its_data_is_fetched(runservice: Service, 
         executor.stop()
 
 
-def test_bad_requests_to_the_process_change_nothing(runservice: Service, tmp_path: Path) -> None:
+def test_bad_requests_to_the_process_change_nothing(runservice: Service, store: Store) -> None:
     client = ServiceClient(runservice.url)
-    store = tmp_path / "store" / "data"
-    before = sorted(str(path) for path in store.rglob("*"))
+    before = store.keys()
+    assert before  # the lease, at least
     group = {"group": "/project/p1/branch/main"}
     for route, values, fields, body, status in [
         (R.create_run, {}, group, b"{oops", 400),
@@ -223,27 +335,17 @@ def test_bad_requests_to_the_process_change_nothing(runservice: Service, tmp_pat
             client.request(route, values, body=body, fields=fields)
         assert caught.value.status == status, (route, caught.value)
         assert caught.value.remote_message
-    assert sorted(str(path) for path in store.rglob("*")) == before
+    assert store.keys() == before
 
 
-def test_second_runservice_on_a_store_exits_with_a_message(runservice: Service, tmp_path: Path) -> None:
+def test_second_runservice_on_a_store_exits_with_a_message(runservice: Service, store: Store) -> None:
     second = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runstore",
-            "runservice",
-            "--store",
-            str(tmp_path / "store"),
-            "--listen",
-            "127.0.0.1:0",
-            "--no-wait",
-        ],
+        [sys.executable, "-m", "runstore", "runservice", *store.args, "--listen", "127.0.0.1:0", "--no-wait"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
-        env=dict(os.environ),
+        env=store.env,
     )
     assert second.returncode == 2
     assert "another runservice" in second.stderr and "owns this store" in second.stderr

@@ -7,6 +7,7 @@ exactly that. Run it from pytest by subclassing :class:`StorageSuite`, or direct
 """
 
 from .capabilities import Capabilities
+from .counting import CountingStorage
 from .machine import StorageFactory, StoreComparison, check_storage, conformance_settings
 from .model import StoreModel
 from .suite import ChecksSkipped, StorageSuite
@@ -14,6 +15,7 @@ from .suite import ChecksSkipped, StorageSuite
 __all__ = [
     "Capabilities",
     "ChecksSkipped",
+    "CountingStorage",
     "StorageFactory",
     "StorageSuite",
     "StoreComparison",

@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from runstore.clock import now
 from runstore.contract.clients import RunServiceClient
@@ -52,8 +53,24 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT = 15.0  # seconds that stop() waits for the stopped tasks' final reports
 
 
+def check_advertise_url(url: str) -> str:
+    """``url`` if it is an http(s) URL with a host (no user, query or fragment), else ``ValueError``."""
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number, or out of range
+        valid = False
+    if not valid or any(char in url for char in "@?#") or any(char.isspace() for char in url):
+        raise ValueError(f"an advertise URL is http(s)://host[:port][/path], not {url!r}")
+    return url
+
+
 class Executor:
-    """An executor with the id ``executor_id``, keeping its tasks' files under ``data_dir``."""
+    """An executor with the id ``executor_id``, keeping its tasks' files under ``data_dir``.
+
+    It reports ``advertise_url`` to the runservice as where to fetch its files (the URL of
+    its bound address if None): a URL that reaches it from the runservice's host.
+    """
 
     def __init__(
         self,
@@ -65,8 +82,10 @@ class Executor:
         host: str = "127.0.0.1",
         port: int = 0,
         interval: float = 0.5,
+        advertise_url: str | None = None,
     ) -> None:
         self.id = check_id("executor id", executor_id)
+        self.advertise_url = None if advertise_url is None else check_advertise_url(advertise_url)
         if active_tasks_limit < 1:
             raise ValueError(f"active_tasks_limit is at least 1, not {active_tasks_limit}")
         if interval <= 0:
@@ -92,6 +111,11 @@ class Executor:
     def url(self) -> str:
         """Where the executor's HTTP API listens, e.g. ``http://127.0.0.1:8123``."""
         return self._server.url
+
+    @property
+    def listen_url(self) -> str:
+        """The URL it reports to the runservice: ``advertise_url``, else :attr:`url`."""
+        return self.url if self.advertise_url is None else self.advertise_url
 
     def start(self) -> Executor:
         """Start serving and the loop; the executor itself."""
@@ -140,7 +164,7 @@ class Executor:
             if self._stopping.is_set():
                 return
             active = sorted(task_id for task_id, runner in self._runners.items() if runner.alive)
-            status = ExecutorStatus(self.url, self.active_tasks_limit, active)
+            status = ExecutorStatus(self.listen_url, self.active_tasks_limit, active)
             self._client.put_executor(self.id, status)
             tasks = self._client.executor_tasks(self.id)
             assigned: dict[str, ExecutorTask] = {}
@@ -240,6 +264,13 @@ def _limit(text: str) -> int:
     return int(text)
 
 
+def _advertise_url(text: str) -> str:
+    try:
+        return check_advertise_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The executor's command-line options (``python -m runstore executor``)."""
     parser.add_argument("--runservice", required=True, metavar="URL", help="the runservice's base URL")
@@ -247,6 +278,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", required=True, help="the executor's id")
     parser.add_argument("--limit", type=_limit, default=2, metavar="N", help="tasks run at once (2)")
     add_listen_argument(parser, 0)
+    parser.add_argument(
+        "--advertise-url",
+        type=_advertise_url,
+        metavar="URL",
+        help="the URL the runservice reaches it at (default: that of --listen)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -260,8 +297,9 @@ def run(args: argparse.Namespace) -> int:
             active_tasks_limit=args.limit,
             host=host,
             port=port,
+            advertise_url=args.advertise_url,
         )
-    except (InvalidIdError, OSError) as exc:
+    except (ValueError, OSError) as exc:
         print(f"executor: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

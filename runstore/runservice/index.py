@@ -38,12 +38,12 @@ GRACE = timedelta(hours=1)
 """How old an entry without a document must be before it is removed: older than any
 create or delete in progress."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_LATEST = 10**14  # milliseconds: the year 5138
+_LATEST = 10**17  # microseconds: the year 5138
 
 
 def _inverted(time: datetime) -> str:
-    """``time`` as 14 digits that sort later times first."""
-    return f"{_LATEST - (time - _EPOCH) // timedelta(milliseconds=1):014d}"
+    """``time`` as 17 digits that sort later times first (to the microsecond)."""
+    return f"{_LATEST - (time - _EPOCH) // timedelta(microseconds=1):017d}"
 
 
 @attrs.frozen
@@ -59,13 +59,13 @@ class Listed:
         """The entry of that name; None if it is not one this index writes."""
         head, tilde, group_start = name.partition("~")
         inverted, dot, run_id = head.partition(".")
-        valid = tilde and dot and run_id and len(inverted) == 14 and inverted.isdigit()
+        valid = tilde and dot and run_id and len(inverted) == 17 and inverted.isdigit()
         return cls(name, run_id, group_start) if valid else None
 
     @property
     def created(self) -> datetime:
-        """When the run was created (to the millisecond)."""
-        return _EPOCH + timedelta(milliseconds=_LATEST - int(self.name.partition(".")[0]))
+        """When the run was created."""
+        return _EPOCH + timedelta(microseconds=_LATEST - int(self.name.partition(".")[0]))
 
     def may_match(self, group_prefix: str) -> bool:
         """False only if the run's group cannot start with ``group_prefix``."""
