@@ -154,6 +154,7 @@ class Run:
     start_time: datetime | None = None
     end_time: datetime | None = None
     restarted_from: str = ""
+    deleting: bool = False  # its references are being dropped: its data may be gone
 
     def task(self, name: str) -> RunTask:
         for task in self.tasks:

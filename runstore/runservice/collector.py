@@ -55,7 +55,8 @@ class CollectionReport:
 
 
 class Collector:
-    """Deletes the runs the retention policy gives up (through the deletion protocol), then
+    """Finishes the deletes cut short, deletes the runs the retention policy gives up
+    (through the deletion protocol), then
     removes what crashed writers and deleters left (:meth:`RunStore.collect`, older than
     ``grace``), the caches older than ``cache_ttl``, and index entries without a run.
 
@@ -83,7 +84,9 @@ class Collector:
     def collect_once(self) -> CollectionReport:
         """One pass; what it removed is logged and returned."""
         state = self._state
-        deleted = self._apply_retention() if self.retention.applies else 0
+        deleted = self._delete_all(state.index.being_deleted())  # deletes cut short
+        if self.retention.applies:
+            deleted += self._apply_retention()
         run_ids = set(state.runs.ids())
         collected = state.store.collect(grace=self.grace, run_exists=run_ids.__contains__)
         expired = state.store.expire_caches(self.cache_ttl) if self.cache_ttl is not None else 0
@@ -92,8 +95,9 @@ class Collector:
             deleted, collected.markers_removed, collected.areas_deleted, expired, dangling
         )
         log.info(
-            "collected: %d run(s) deleted by retention, %d stale marker(s) and %d unreferenced task area(s)"
-            " removed, %d cache(s) expired, %d index entr(y/ies) without a run removed",
+            "collected: %d run(s) deleted (retention, deletes cut short), %d stale marker(s) and"
+            " %d unreferenced task area(s) removed, %d cache(s) expired, %d index entr(y/ies)"
+            " without a run removed",
             *attrs.astuple(report),
         )
         return report
@@ -114,19 +118,22 @@ class Collector:
             too_many = self.retention.keep_last is not None and kept[group] > self.retention.keep_last
             if too_many or (oldest is not None and entry.created < oldest):
                 doomed.append(entry.run_id)
+        return self._delete_all(doomed)
+
+    def _delete_all(self, run_ids: list[str]) -> int:
+        """Delete these runs, each on its own; how many went."""
         deleted: list[str] = []
-        for run_id in doomed:
-            delete = functools.partial(self._delete, run_id, deleted)
-            self._attempts.attempt(f"deleting run {run_id} by retention", delete)
+        for run_id in run_ids:
+            self._attempts.attempt(f"deleting run {run_id}", functools.partial(self._delete, run_id, deleted))
         return len(deleted)
 
     def _delete(self, run_id: str, deleted: list[str]) -> None:
         try:
             self._runs.delete(run_id)
         except NotExistError:
+            self._state.index.deleted(run_id)  # gone already: only the entry was left
             return
         deleted.append(run_id)
-        log.info("run %s deleted by the retention policy", run_id)
 
     def _group(self, entry: Listed) -> str | None:
         """The group of a listed run: from its entry, or, where the entry holds only its

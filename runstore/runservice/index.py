@@ -5,6 +5,9 @@
 - ``runservice/listed/<inverted creation time>.<run id>~<group>``: an empty object for
   each run, whose names sort newest first; the group, percent-encoded and cut to
   :data:`GROUP_CHARS`, lets a listing skip other groups without reading their runs.
+- ``runservice/deleting/<run id>``: an empty object for each run being deleted, from
+  before its document says so until it is gone, so that the collector finishes a delete
+  cut short.
 
 Both entries of a run are written before its document and deleted after it, and a run's
 active entry is deleted only once its document is finished. So every unfinished run has
@@ -29,6 +32,7 @@ from runstore.contract.model import Run, RunPhase
 
 ACTIVE = "runservice/active/"
 LISTED = "runservice/listed/"
+DELETING = "runservice/deleting/"
 VERSION_KEY = "runservice/index-version"
 VERSION = b"1"
 GROUP_CHARS = 150
@@ -104,6 +108,18 @@ class RunIndex:
     def remove(self, run: Run) -> None:
         """Drop both entries of a run whose document is deleted."""
         self.storage.delete_many([ACTIVE + run.id, LISTED + self.listed_name(run)])
+
+    def deleting(self, run_id: str) -> None:
+        """Enter a run whose delete starts."""
+        self.storage.write(DELETING + run_id, b"")
+
+    def deleted(self, run_id: str) -> None:
+        """Drop the entry of a run whose delete is done."""
+        self.storage.delete(DELETING + run_id)
+
+    def being_deleted(self) -> list[str]:
+        """The runs whose delete started and may not be done."""
+        return [key[len(DELETING) :] for key in self.storage.list_keys(DELETING)]
 
     def active(self) -> list[Active]:
         """The active entries, in run id order."""

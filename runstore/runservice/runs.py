@@ -85,8 +85,9 @@ class Runs:
         tasks are added concurrently; one added whose parent was not is dropped again.
         """
         old = self._state.runs.get(run_id)
-        if old.phase is not RunPhase.FINISHED:
-            raise ConflictError(f"run {run_id!r} is {old.phase.value}: only a finished run can be restarted")
+        if old.phase is not RunPhase.FINISHED or old.deleting:
+            state = "being deleted" if old.deleting else old.phase.value
+            raise ConflictError(f"run {run_id!r} is {state}: only a finished run can be restarted")
         run_id_new = new_id("run-")
         order = parents_first(old)
         candidates = [
@@ -122,13 +123,21 @@ class Runs:
         return run
 
     def delete(self, run_id: str) -> None:
-        """Delete a finished run and drop its references to task data."""
-        run = self._state.runs.get(run_id)
-        if run.phase is not RunPhase.FINISHED:
-            raise ConflictError(f"run {run_id!r} is {run.phase.value}: only a finished run can be deleted")
+        """Delete a finished run and drop its references to task data.
+
+        The run is marked ``deleting`` first (and entered in the index of runs being
+        deleted), so that a delete cut short (a crash, a store failure) leaves a run that
+        says its data may be gone; deleting it again, or the collector, finishes it.
+        """
+        if self._state.runs.get(run_id).phase is not RunPhase.FINISHED:  # only the loops finish runs
+            raise ConflictError(f"run {run_id!r} is not finished: only a finished run can be deleted")
+        self._state.index.deleting(run_id)
+        run = self._state.runs.update(run_id, _deleting)
+        assert run is not None
         self._state.store.delete_run(run.id, [task.id for task in run.tasks if task.registered])
         self._state.runs.delete(run.id)
         self._state.index.remove(run)
+        self._state.index.deleted(run.id)
         log.info("run %s deleted", run.id)
 
     def _share(self, run_id: str) -> Callable[[RunTask], bool]:
@@ -193,3 +202,7 @@ class Runs:
         except CorruptDocumentError as exc:
             log.warning("listing runs: %s", exc)
             return None
+
+
+def _deleting(run: Run) -> Run | None:
+    return None if run.deleting else attrs.evolve(run, deleting=True)
