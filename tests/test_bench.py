@@ -69,3 +69,16 @@ def test_quick_parquet_benchmark_runs() -> None:
     assert figures["bytes_ratio"] == figures["bridge"]["body_bytes"] / figures["pyarrow"]["body_bytes"]
     assert figures["bytes_ratio"] <= figures["target"]  # the bridge's defaults move no more than 1.2x
     assert figures["bridge_readahead"]["body_bytes"] > figures["bridge"]["body_bytes"]
+
+
+def test_quick_runservice_benchmark_counts_and_times() -> None:
+    output = run_quick("runservice_bench.py", timeout=300)
+    table = output[output.index("measurement") :]
+    idle = re.search(
+        r"^idle tick, 1,000 finished runs \(vs none\) +(\d+) requests +(\d+) requests", table, re.M
+    )
+    assert idle is not None, table
+    assert 0 < int(idle[1]) <= 1.1 * int(idle[2])  # finished runs cost the tick nothing
+    pages = re.findall(r"^a page of 50 runs of 1,005.* +(\d+) requests +- ", table, re.M)
+    assert len(pages) == 2 and all(50 < int(spent) < 60 for spent in pages), table
+    assert re.search(r"^delete a 10-task run, 20 ms a request .* \d+\.\d\dx ", table, re.M), table
