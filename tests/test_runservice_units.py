@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -311,3 +312,84 @@ def test_the_watch_sees_io_inside_a_change() -> None:
 
     documents.update(run.id, reading)
     assert storage.violations[0] == "exists"
+
+
+class TricklingExecutor:
+    """A hostile executor's HTTP side on loopback: every answer promises 10,000 bytes and
+    sends one every half second."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._socket.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self.connections = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            thread = threading.Thread(target=self._trickle, args=(connection,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _trickle(self, connection: socket.socket) -> None:
+        with connection:
+            try:
+                connection.recv(1 << 16)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n")
+                while not self._stop.wait(0.5):
+                    connection.sendall(b"x")
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._socket.close()
+        for thread in self._threads:
+            thread.join(5)
+
+
+def test_a_hostile_executor_delays_only_its_own_tasks(tmp_path: Path) -> None:
+    """Its tasks' fetches trickle; another executor's run is fetched and finishes meanwhile."""
+    hostile = TricklingExecutor()
+    service = RunService(MemoryStorage(), interval=0.05)
+    server = serve(service)
+    client = RunServiceClient(server.url)
+    good: ExecutorProcess | None = None
+    try:
+        client.put_executor("hostile", ExecutorStatus(hostile.url, 4))
+        hello = RunConfig([TaskConfig("hello", [Step(StepKind.RUN, command="echo hello")])])
+        theirs = [client.create_run(hello, GROUP) for _ in range(4)]
+
+        def all_assigned() -> list[ExecutorTask] | None:
+            assigned = client.executor_tasks("hostile")
+            return assigned if len(assigned) == 4 else None
+
+        def finished() -> Run | None:
+            run = client.get_run(ours.id)
+            return run if run.phase is RunPhase.FINISHED else None
+
+        tasks = wait_for("the hostile's tasks", all_assigned)
+        done = StepState(ExecutorTaskPhase.SUCCESS, NOW, NOW, 0)
+        for task in tasks:  # it says they succeeded: their logs are to be fetched from it
+            client.task_status(task.id, ExecutorTaskStatus(ExecutorTaskPhase.SUCCESS, NOW, NOW, [done]))
+        wait_for("the fetches from it", lambda: hostile.connections >= 2 or None)
+        good = ExecutorProcess(server.url, tmp_path / "good", executor_id="good", interval=0.05).start()
+        ours = client.create_run(hello, GROUP)
+        done_run = wait_for("our run", finished, timeout=20)
+        assert done_run.result.value == "success" and done_run.tasks[0].fetched
+        assert hostile.connections == 2  # at most two fetches from one executor at once, still trickling
+        assert all(client.get_run(run.id).phase is not RunPhase.FINISHED for run in theirs)
+    finally:
+        client.close()
+        if good is not None:
+            good.stop()
+        hostile.close()
+        server.stop()
+        service.stop()
