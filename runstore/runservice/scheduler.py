@@ -69,13 +69,15 @@ class Scheduler:
         self._state = state
         self._attempts = attempts
         self.executor_timeout = executor_timeout
+        self._indexed = False  # whether the store's runs are known to be in the index
 
     def schedule_once(self) -> None:
         """Advance every unfinished run."""
         state = self._state
-        if not state.index.is_current():
+        if not self._indexed and not state.index.is_current():
             count = state.index.rebuild(self._attempts.each(state.runs))
             log.info("the run index was built from %d run documents", count)
+        self._indexed = True
         known = self._pass()
         for entry in state.index.active():
             advance = functools.partial(self._advance, entry.run_id, entry.written, known)
