@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import fsspec
 import pytest
@@ -25,6 +25,7 @@ from objstore import (
     ObjectInfo,
     PreconditionFailedError,
     Storage,
+    testing,
 )
 from objstore.attributes import DEFAULT_ATTRIBUTES, Attributes
 from objstore.fsspec import ObjstoreFileSystem
@@ -41,20 +42,18 @@ def fs(storage: Storage) -> ObjstoreFileSystem:
     return ObjstoreFileSystem(storage)
 
 
-class CountingStorage(Storage):
-    """Another store seen through a counter of the requests made to it."""
+class CountingStorage(testing.CountingStorage):
+    """Another store seen through a counter of the requests made to it, which also records
+    each listing and the bytes that writes take from their source."""
 
     def __init__(self, inner: Storage) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.lists: list[tuple[str, bool]] = []
-        self.calls: dict[str, int] = {}
-        self.received = 0  # bytes that writes have taken from their source
+        self.received = 0
 
-    def _count(self, name: str) -> None:
-        self.calls[name] = self.calls.get(name, 0) + 1
-
-    def check_key(self, key: object) -> str:
-        return self.inner.check_key(key)
+    @property
+    def calls(self) -> dict[str, int]:
+        return self.counts
 
     def _write(
         self,
@@ -66,8 +65,7 @@ class CountingStorage(Storage):
         if_match: str | None,
         attributes: Attributes = DEFAULT_ATTRIBUTES,
     ) -> str:
-        self._count("write")
-        return self.inner._write(
+        return super()._write(
             key,
             self._received(chunks),
             persist=persist,
@@ -81,29 +79,9 @@ class CountingStorage(Storage):
             self.received += len(chunk)
             yield chunk
 
-    def _read(self, key: str, start: int, end: int | None) -> BinaryIO:
-        self._count("read")
-        return self.inner._read(key, start, end)
-
-    def _stat(self, key: str) -> ObjectInfo:
-        self._count("stat")
-        return self.inner._stat(key)
-
-    def _delete(self, key: str) -> None:
-        self._count("delete")
-        self.inner._delete(key)
-
-    def _delete_many(self, keys: Iterator[str]) -> None:
-        self._count("delete_many")
-        self.inner._delete_many(keys)
-
-    def _copy(self, src: str, dst: str) -> str:
-        self._count("copy")
-        return self.inner._copy(src, dst)
-
     def _list(self, prefix: str, start_after: str, recursive: bool) -> Iterator[ObjectInfo | CommonPrefix]:
         self.lists.append((prefix, recursive))
-        return self.inner._list(prefix, start_after, recursive)
+        return super()._list(prefix, start_after, recursive)
 
 
 # -- the protocol ------------------------------------------------------------------
@@ -419,7 +397,7 @@ def test_a_narrow_glob_or_find_lists_only_its_prefix(storage: Storage) -> None:
     assert counting.lists == [("data/2024-02/", True)]
     counting.lists.clear()
     fs.rm("data", recursive=True)
-    assert counting.lists == [("data/", True)] and counting.calls["delete_many"] == 1
+    assert counting.lists == [("data/", True)] and counting.calls["delete"] == 1
     assert [entry.key for entry in storage.list()] == [f"other/{n:03d}" for n in range(30)]
 
 
