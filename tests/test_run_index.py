@@ -10,7 +10,9 @@ import pytest
 
 from objstore import MemoryStorage
 from objstore.testing import CountingStorage
-from runstore.contract.errors import BadRequestError
+from runstore.contract.clients import RunServiceClient
+from runstore.contract.errors import BadRequestError, RemoteServiceError
+from runstore.contract.http import ServerThread
 from runstore.contract.model import (
     Executor,
     ExecutorTaskPhase,
@@ -25,12 +27,15 @@ from runstore.contract.model import (
     TaskConfig,
     TaskStatus,
 )
+from runstore.contract.routes import RunServiceRoutes
 from runstore.runservice import index
+from runstore.runservice.api import RunServiceApp
 from runstore.runservice.attempts import Attempts
 from runstore.runservice.collector import Collector
 from runstore.runservice.index import LISTED, Listed, RunIndex
 from runstore.runservice.runs import Runs
 from runstore.runservice.scheduler import Scheduler
+from runstore.runservice.service import RunService
 from runstore.runservice.state import State
 
 ONE = RunConfig([TaskConfig("build", [Step(StepKind.RUN, command="make")])])
@@ -242,3 +247,35 @@ def test_pages_name_the_runs_of_their_entries() -> None:
     assert entry is not None and entry.run_id == "run-1" and entry.created == NOW
     assert entry.may_match("/project/p 1/") and not entry.may_match("/project/p 2")
     assert Listed.of("x") is None and Listed.of("123.run~g") is None
+
+
+def test_runs_are_listed_over_http_page_by_page() -> None:
+    service = RunService(MemoryStorage()).start(loops=False)
+    server = ServerThread(RunServiceApp(service)).start()
+    client = RunServiceClient(server.url)
+    try:
+        created = [client.create_run(ONE, f"/project/p{i % 2}/branch/main") for i in range(7)]
+        pages = []
+        cursor = ""
+        for _ in range(10):
+            page = client.list_runs(group_prefix="/project/p1/", limit=2, cursor=cursor)
+            pages.append([run.id for run in page.runs])
+            cursor = page.next
+            if not cursor:
+                break
+        assert pages == [[created[5].id, created[3].id], [created[1].id]]
+        assert client.list_runs(phase=RunPhase.FINISHED).runs == []
+        assert len(client.list_runs(phase=RunPhase.QUEUED, result=RunResult.UNKNOWN).runs) == 7
+        for fields, message in [
+            ({"phase": "flying"}, "phase is one of queued, running, finished, not 'flying'"),
+            ({"limit": "-1"}, "limit is a number of runs, not '-1'"),
+            ({"limit": "501"}, "limit is 1 to 500, not 501"),
+            ({"cursor": "x"}, "invalid cursor 'x'"),
+        ]:
+            with pytest.raises(RemoteServiceError) as refused:
+                client.http.request(RunServiceRoutes.list_runs, fields=fields)
+            assert refused.value.status == 400 and message in refused.value.remote_message
+    finally:
+        client.close()
+        server.stop()
+        service.stop()
