@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the runservice and the executor: werkzeug apps, a urllib3 client.
+"""HTTP plumbing of the runservice and the executor: werkzeug apps, a waitress server, a urllib3 client.
 
 Handlers raise :class:`ServiceError` subclasses; :class:`JsonApp` turns them (and
 werkzeug's own HTTP errors) into a status code and a JSON body, a failure of a
@@ -6,7 +6,9 @@ dependency (its ``unavailable_errors``: the runservice's are objstore's ``Remote
 into 503 ``unavailable``, and any other exception into a plain "internal error" so no
 internals leak. :class:`ServiceClient` does the reverse: an error response becomes a
 :class:`RemoteServiceError` of the same kind (``retryable`` if ``unavailable``). Both
-take their paths from a table of :mod:`runstore.contract.routes`.
+take their paths from a table of :mod:`runstore.contract.routes`. :class:`ServerThread`
+serves an app with bounded threads and connections and times out stalled clients; a
+:class:`Download` must arrive by its deadline (docs/runservice.md, "Bounded waits").
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ import argparse
 import io
 import json
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import IO, Any, BinaryIO, ClassVar, TypeVar
+from typing import IO, Any, BinaryIO, ClassVar, TypeVar, cast
 from urllib.parse import urlencode
 
 import urllib3
+import waitress.server  # type: ignore[import-untyped]
+from waitress import wasyncore
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from runstore.contract import codec
@@ -63,6 +68,18 @@ def add_listen_argument(parser: argparse.ArgumentParser, port: int) -> None:
 MAX_JSON_BODY = 1 << 20
 """The most bytes a JSON request body may have, however it is sent."""
 Handler = Callable[..., Response]
+
+
+def _without_file_wrapper(app: Any) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
+    """``app`` without waitress's ``wsgi.file_wrapper``, which would read a file in the server's
+    I/O thread, seeking back after each send (a store's stream: a ranged read each time);
+    werkzeug's ``wrap_file`` then falls back to an iterable, read by the worker thread."""
+
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        environ.pop("wsgi.file_wrapper", None)
+        return cast(Iterable[bytes], app(environ, start_response))
+
+    return wsgi
 
 
 def error_response(kind: ErrorKind, message: str) -> Response:
@@ -196,38 +213,145 @@ class JsonApp:
         return response(environ, start_response)
 
 
-class ServerThread:
-    """A threaded werkzeug server for ``app`` on ``host:port`` (0: a free port)."""
+THREADS = 8
+"""A server's worker threads: how many requests it runs the app on at once (more wait in its queue)."""
+CONNECTION_LIMIT = 100
+"""The most client connections a server keeps open; more wait, not accepted, in the listen backlog."""
+CHANNEL_TIMEOUT = 30
+"""Seconds a connection may stay idle, stalled in the middle of a request or reading nothing of its
+answer before the server closes it."""
+MAX_REQUEST_BODY = (1 << 30) + (1 << 20)
+"""Bytes of a request body from which the server answers 413 itself, before any app sees it: above
+every app's own limit (the largest is the runservice's cache upload, 1 GiB), so that those answer."""
+STOP_TIMEOUT = 10.0
+"""Seconds :meth:`ServerThread.stop` waits for the server's threads."""
+_SERVER_SOCKETS = 2  # waitress counts its listening socket and its trigger pipe among its connections
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log: requests are frequent
-        self._server: BaseWSGIServer = make_server(host, port, app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+
+class ServerThread:
+    """A waitress server for ``app`` on ``host:port`` (0: a free port), its loop in a thread of its own.
+
+    Waitress receives each request whole (a body past 512 KiB spooled to a temporary file) before
+    one of its ``threads`` worker threads runs the app on it, so a slow client holds no worker. It
+    keeps at most ``connection_limit`` client connections open (more wait in the listen backlog),
+    closes a connection idle, stalled mid-request or reading nothing of its answer for
+    ``channel_timeout`` seconds (checked every second), and answers a body of
+    ``max_request_body_size`` bytes or more with its own 413.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        threads: int = THREADS,
+        connection_limit: int = CONNECTION_LIMIT,
+        channel_timeout: int = CHANNEL_TIMEOUT,
+        max_request_body_size: int = MAX_REQUEST_BODY,
+    ) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server((host, port), family=family)
+        self._map: dict[int, Any] = {}
+        try:
+            self._server: Any = waitress.server.create_server(
+                _without_file_wrapper(app),
+                map=self._map,
+                sockets=[listener],
+                threads=threads,
+                connection_limit=connection_limit + _SERVER_SOCKETS,
+                channel_timeout=channel_timeout,
+                cleanup_interval=1,
+                max_request_body_size=max_request_body_size,
+                asyncore_use_poll=True,  # select() fails past 1024 descriptors
+            )
+        except BaseException:
+            listener.close()
+            raise
+        address = listener.getsockname()
+        self._host = f"[{address[0]}]" if family == socket.AF_INET6 else address[0]
+        self._port: int = address[1]
+        self._channel_timeout = channel_timeout
+        self._stopping = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._serve, name=f"server {self.url}", daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://{self._server.host}:{self._server.server_port}"
+        return f"http://{self._host}:{self._port}"
 
     def start(self) -> ServerThread:
         self._thread.start()
         return self
 
+    def _serve(self) -> None:
+        checked = 0.0
+        while not self._stopping.is_set():
+            wasyncore.loop(timeout=1.0, use_poll=True, map=self._map, count=1)
+            if (now := time.time()) >= checked + 1.0:  # time.time(): waitress's clock
+                checked = now
+                self._close_unread(now)
+
+    def _close_unread(self, now: float) -> None:
+        """Close each connection whose answer has sent nothing for ``channel_timeout`` seconds:
+        its worker thread, waiting to write more, is freed (waitress times out only connections
+        whose request it is not serving)."""
+        cutoff = now - self._channel_timeout
+        for channel in list(self._server.active_channels.values()):
+            if channel.requests and channel.total_outbufs_len and channel.last_activity < cutoff:
+                channel.handle_close()
+
     def stop(self) -> None:
-        if self._thread.ident is not None:  # shutdown() waits for serve_forever, so only once started
-            self._server.shutdown()
-            self._thread.join(timeout=10)
-        self._server.server_close()
+        """Close the listening socket and every connection, and end the server's threads.
+
+        Waits at most :data:`STOP_TIMEOUT` seconds in all (a request still running then is left
+        to its worker thread, logged); a second call does nothing.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        deadline = time.monotonic() + STOP_TIMEOUT
+        if self._thread.ident is not None:
+            self._stopping.set()
+            self._server.pull_trigger()  # wakes the loop from its poll
+            self._thread.join(STOP_TIMEOUT)
+        if self._thread.is_alive():
+            log.warning("the loop of the server at %s did not end; its connections stay open", self.url)
+            return
+        trigger = self._server.trigger
+        for dispatcher in list(self._map.values()):
+            if dispatcher is self._server:
+                wasyncore.dispatcher.close(dispatcher)  # the listening socket (close() ends the trigger too)
+            elif dispatcher is not trigger:
+                dispatcher.handle_close()  # wakes a worker waiting to write to it
+        dispatcher_threads = self._server.task_dispatcher
+        dispatcher_threads.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
+        if dispatcher_threads.threads:
+            log.warning(
+                "%d worker thread(s) of the server at %s still run", len(dispatcher_threads.threads), self.url
+            )
+        else:
+            trigger.close()  # only once no worker may pull it: its descriptors could be reused
+
+
+MIN_RATE = 256 << 10
+"""Bytes per second a download must average: one of ``size`` bytes that has not arrived
+``timeout + size / MIN_RATE`` seconds after its request was sent breaks off."""
 
 
 class ServiceClient:
     """Requests to a run service component at ``base_url``, by :class:`Route`.
 
     The typed clients (:mod:`runstore.contract.clients`) are built on it; the tests use
-    it for requests no typed client sends (malformed bodies, say).
+    it for requests no typed client sends (malformed bodies, say). Connecting may take 5 s
+    and each socket read ``timeout`` seconds; a :class:`Download` of ``size`` bytes must
+    arrive within ``timeout + size / min_rate`` seconds (:data:`MIN_RATE` bytes/s).
     """
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 30.0, min_rate: float = MIN_RATE) -> None:
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.min_rate = min_rate
         self._http = urllib3.PoolManager(
             maxsize=8, timeout=urllib3.Timeout(connect=5.0, read=timeout), retries=False
         )
@@ -300,8 +424,10 @@ class ServiceClient:
         *,
         fields: Mapping[str, str | list[str]] | None = None,
     ) -> Download:
-        """The answer's body as a stream, received while it is read."""
-        return Download(self.request(route, values, fields=fields, stream=True))
+        """The answer's body as a stream, received while it is read, by a deadline (:class:`Download`)."""
+        started = time.monotonic()
+        response = self.request(route, values, fields=fields, stream=True)
+        return Download(response, timeout=self.timeout, min_rate=self.min_rate, started=started)
 
     def close(self) -> None:
         self._http.clear()
@@ -312,25 +438,73 @@ class Download(io.RawIOBase):
 
     A body that breaks off or ends short of its ``Content-Length`` raises
     ``UnreachableError`` naming how much arrived; closing returns the connection (one
-    not read to its end is dropped).
+    not read to its end is dropped). The whole transfer has a deadline: ``timeout + size /
+    min_rate`` seconds from ``started`` (default: now), ``size`` being the ``Content-Length``
+    or, without one, what has arrived. It is checked after each read of the socket (a read
+    that waits more than the client's ``timeout`` fails by itself); past it, ``UnreachableError``
+    says the download was too slow.
     """
 
-    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
+    def __init__(
+        self,
+        response: urllib3.BaseHTTPResponse,
+        *,
+        timeout: float = 30.0,
+        min_rate: float = MIN_RATE,
+        started: float | None = None,
+    ) -> None:
         super().__init__()
         self._response = response
         self.headers = response.headers
         self.received = 0
+        self.timeout = timeout
+        self.min_rate = min_rate
+        self.started = time.monotonic() if started is None else started
+        length = response.headers.get("Content-Length", "")
+        self.length = int(length) if length.isascii() and length.isdigit() else None
+        self._error: UnreachableError | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        try:
-            count = self._response.readinto(buffer)
-        except urllib3.exceptions.HTTPError as exc:
-            raise UnreachableError(f"the download broke off after {self.received} bytes: {exc}") from exc
-        self.received += count
-        return count
+        """Fill ``buffer`` (fewer bytes only at the end), one socket read at a time; once a read
+        failed, every later one raises the same error (never a short body that looks whole)."""
+        if self._error is not None:
+            raise UnreachableError(self._error.message)
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view):  # each pass reads at least a byte, or ends
+            try:
+                data = self._response.read1(len(view) - filled)
+            except urllib3.exceptions.HTTPError as exc:
+                self._error = UnreachableError(f"the download broke off after {self.received} bytes: {exc}")
+                raise self._error from exc
+            if not data:
+                break
+            view[filled : filled + len(data)] = data
+            filled += len(data)
+            self.received += len(data)
+            self._check_deadline()
+        return filled
+
+    def deadline(self) -> float:
+        """Seconds from ``started`` the transfer may take, for what is known of its size now."""
+        return self.timeout + self._size() / self.min_rate
+
+    def _size(self) -> int:
+        return self.received if self.length is None else max(self.length, self.received)
+
+    def _check_deadline(self) -> None:
+        elapsed = time.monotonic() - self.started
+        allowed = self.deadline()
+        if elapsed > allowed:
+            self._error = UnreachableError(
+                f"the download broke off after {self.received} bytes: too slow, {elapsed:.2f} s is over "
+                f"its deadline of {allowed:.2f} s (a timeout of {self.timeout:g} s and {self._size()} bytes "
+                f"at {self.min_rate:g} bytes/s)"
+            )
+            raise self._error
 
     def close(self) -> None:
         if not self.closed:
