@@ -32,7 +32,7 @@ TABLES = [(RunServiceRoutes, RunServiceApp, RunServiceClient), (ExecutorRoutes, 
 
 
 def test_a_path_encodes_each_value_whole() -> None:
-    route = Route("GET", "/api/v1/runs/<run_id>/tasks/<task_name>/logs/<step>")
+    route = Route("GET", "/api/v1/runs/<run_id>/tasks/<task_name>/logs/<step>", None)
     assert route.names == ("run_id", "task_name", "step")
     assert route.path(run_id="r1", task_name="build", step=0) == "/api/v1/runs/r1/tasks/build/logs/0"
     assert route.path(run_id="../..", task_name="a/b c", step="?x#y") == (

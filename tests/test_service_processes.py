@@ -116,7 +116,9 @@ def start(*args: str, env: dict[str, str] | None = None) -> Service:
 
 
 def start_runservice(store: Store, *args: str) -> Service:
-    return start("runstore", "runservice", *store.args, "--listen", "127.0.0.1:0", *args, env=store.env)
+    return start(
+        "runstore", "runservice", *store.args, "--listen", "127.0.0.1:0", "--no-tokens", *args, env=store.env
+    )
 
 
 @pytest.fixture
@@ -340,7 +342,17 @@ def test_bad_requests_to_the_process_change_nothing(runservice: Service, store: 
 
 def test_second_runservice_on_a_store_exits_with_a_message(runservice: Service, store: Store) -> None:
     second = subprocess.run(
-        [sys.executable, "-m", "runstore", "runservice", *store.args, "--listen", "127.0.0.1:0", "--no-wait"],
+        [
+            sys.executable,
+            "-m",
+            "runstore",
+            "runservice",
+            *store.args,
+            "--listen",
+            "127.0.0.1:0",
+            "--no-tokens",
+            "--no-wait",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -44,7 +44,7 @@ def runservice_fails(*args: str, env: dict[str, str] | None = None) -> subproces
     if env is None:
         env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
     return subprocess.run(
-        [sys.executable, "-m", "runstore", "runservice", "--listen", "127.0.0.1:0", *args],
+        [sys.executable, "-m", "runstore", "runservice", "--listen", "127.0.0.1:0", "--no-tokens", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -83,7 +83,9 @@ def test_the_store_from_a_config_file(
 
 def test_a_file_url_is_a_posix_store(tmp_path: Path) -> None:
     folder = tmp_path / "by url"  # %-encoded in the URL
-    service = start("runstore", "runservice", "--store", folder.as_uri(), "--listen", "127.0.0.1:0")
+    service = start(
+        "runstore", "runservice", "--store", folder.as_uri(), "--listen", "127.0.0.1:0", "--no-tokens"
+    )
     try:
         assert folder.is_dir() and any(folder.rglob("lease"))
     finally:
@@ -212,7 +214,7 @@ class Forwarder:
 
 def test_the_runservice_fetches_through_the_advertised_url(tmp_path: Path) -> None:
     runservice = start(
-        "runstore", "runservice", "--store", str(tmp_path / "store"), "--listen", "127.0.0.1:0"
+        "runstore", "runservice", "--store", str(tmp_path / "store"), "--listen", "127.0.0.1:0", "--no-tokens"
     )
     client = RunServiceClient(runservice.url)
     try:

@@ -41,10 +41,11 @@ class FoundCache:
 
 
 class _Client:
-    """A typed client over a :class:`ServiceClient` (``http``) to ``base_url``."""
+    """A typed client over a :class:`ServiceClient` (``http``) to ``base_url``, presenting
+    ``token`` (a client's or an executor's to the runservice, the runservice's to an executor)."""
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
-        self.http = ServiceClient(base_url, timeout=timeout)
+    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 30.0) -> None:
+        self.http = ServiceClient(base_url, token=token, timeout=timeout)
 
     @property
     def base_url(self) -> str:

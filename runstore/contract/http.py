@@ -32,13 +32,16 @@ from werkzeug.routing import Map
 from werkzeug.wrappers import Request, Response
 
 from runstore.contract import codec
+from runstore.contract.auth import BEARER, Identity, Tokens, book_of
 from runstore.contract.errors import (
     BadRequestError,
     ErrorKind,
+    ForbiddenError,
     InternalError,
     RemoteServiceError,
     ServiceError,
     TooLargeError,
+    UnauthorizedError,
 )
 from runstore.contract.routes import Route, route_map, routes_of
 
@@ -68,6 +71,16 @@ def add_listen_argument(parser: argparse.ArgumentParser, port: int) -> None:
 MAX_JSON_BODY = 1 << 20
 """The most bytes a JSON request body may have, however it is sent."""
 Handler = Callable[..., Response]
+
+
+IDENTITY = "runstore.identity"
+"""The WSGI environ's key of the caller's :class:`Identity` (None where the app takes no tokens)."""
+
+
+def identity(request: Request) -> Identity | None:
+    """Who made ``request``, as its token proved; None if the app takes no tokens."""
+    found: Identity | None = request.environ.get(IDENTITY)
+    return found
 
 
 def _without_file_wrapper(app: Any) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
@@ -185,6 +198,29 @@ class JsonApp:
     """Exceptions that mean a dependency (the store) failed for now: they answer 503
     ``unavailable``, the original logged with its traceback; any other one answers 500."""
 
+    def _authenticate(self, request: Request, route: Route) -> Identity | None:
+        """The caller's identity; ``UnauthorizedError`` without a known token, ``ForbiddenError``
+        with a token of another role. A refusal is logged, never the token."""
+        if self.tokens is None or route.role is None:
+            return None
+        header = request.headers.get("Authorization", "")
+        caller = book_of(self.tokens).identify(header[len(BEARER) :]) if header.startswith(BEARER) else None
+        if caller is not None and caller.role is route.role:
+            return caller
+        where = f"{request.method} {request.path} from {request.remote_addr}"
+        if caller is None:
+            reason = "an unknown token" if header else "no token"
+            log.warning("refused %s: %s", where, reason)
+            raise UnauthorizedError(f"this request needs a {route.role.value} token; it has {reason}")
+        log.warning(
+            "refused %s: a %s token (%s) where a %s one is needed",
+            where,
+            caller.role.value,
+            caller.name,
+            route.role.value,
+        )
+        raise ForbiddenError(f"this request needs a {route.role.value} token, not a {caller.role.value} one")
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         missing = [name for name, _ in routes_of(cls.table) if not callable(getattr(cls, name, None))]
@@ -192,10 +228,14 @@ class JsonApp:
             raise TypeError(f"{cls.__name__} has no handler for the route(s) {', '.join(missing)}")
         cls._map = route_map(cls.table)
 
+    tokens: Tokens | None = None
+    """The tokens the app accepts; None: every request is accepted (a trusted network only)."""
+
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
         try:
             endpoint, values = self._map.bind_to_environ(environ).match()
+            environ[IDENTITY] = self._authenticate(request, getattr(self.table, endpoint))
             response: Response = getattr(self, endpoint)(request, **values)
         except ServiceError as exc:
             response = error_response(exc.kind, exc.message)
@@ -345,13 +385,17 @@ class ServiceClient:
     The typed clients (:mod:`runstore.contract.clients`) are built on it; the tests use
     it for requests no typed client sends (malformed bodies, say). Connecting may take 5 s
     and each socket read ``timeout`` seconds; a :class:`Download` of ``size`` bytes must
-    arrive within ``timeout + size / min_rate`` seconds (:data:`MIN_RATE` bytes/s).
+    arrive within ``timeout + size / min_rate`` seconds (:data:`MIN_RATE` bytes/s). Each
+    request carries ``token`` (if any) as its bearer token.
     """
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0, min_rate: float = MIN_RATE) -> None:
+    def __init__(
+        self, base_url: str, *, token: str | None = None, timeout: float = 30.0, min_rate: float = MIN_RATE
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.min_rate = min_rate
+        self._headers = {"Authorization": BEARER + token} if token else {}
         self._http = urllib3.PoolManager(
             maxsize=8, timeout=urllib3.Timeout(connect=5.0, read=timeout), retries=False
         )
@@ -372,7 +416,9 @@ class ServiceClient:
         if fields:
             url += "?" + urlencode(fields, doseq=True)
         try:
-            response = self._http.request(route.method, url, body=body, preload_content=not stream)
+            response = self._http.request(
+                route.method, url, body=body, headers=self._headers, preload_content=not stream
+            )
         except urllib3.exceptions.HTTPError as exc:
             raise UnreachableError(f"{route.method} {url} failed: {exc}") from exc
         if response.status >= 400:

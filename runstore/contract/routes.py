@@ -15,15 +15,19 @@ from urllib.parse import quote
 import attrs
 from werkzeug.routing import Map, Rule
 
+from runstore.contract.auth import Role
+
 _PLACEHOLDER = re.compile(r"<(\w+)>")
 
 
 @attrs.frozen
 class Route:
-    """One route: an HTTP method and a path template in werkzeug's syntax (``/runs/<run_id>``)."""
+    """One route: an HTTP method, a path template in werkzeug's syntax (``/runs/<run_id>``),
+    and the role whose token it takes (None: open to anyone)."""
 
     method: str
     template: str
+    role: Role | None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -42,29 +46,29 @@ class Route:
 
 
 class RunServiceRoutes:
-    """The runservice's API: for executors, then for users (see docs/runservice.md)."""
+    """The runservice's API: for executors, then for clients (see docs/runservice.md)."""
 
-    put_executor = Route("PUT", "/api/v1/executors/<executor_id>")
-    delete_executor = Route("DELETE", "/api/v1/executors/<executor_id>")
-    executor_tasks = Route("GET", "/api/v1/executors/<executor_id>/tasks")
-    task_status = Route("PUT", "/api/v1/executortasks/<task_id>/status")
-    archive = Route("GET", "/api/v1/workspacearchives/<task_id>/<step>")
-    restore_cache = Route("GET", "/api/v1/caches")
-    save_cache = Route("PUT", "/api/v1/caches")
-    create_run = Route("POST", "/api/v1/runs")
-    list_runs = Route("GET", "/api/v1/runs")
-    get_run = Route("GET", "/api/v1/runs/<run_id>")
-    delete_run = Route("DELETE", "/api/v1/runs/<run_id>")
-    restart_run = Route("POST", "/api/v1/runs/<run_id>/restart")
-    run_log = Route("GET", "/api/v1/runs/<run_id>/tasks/<task_name>/logs/<step>")
-    health = Route("GET", "/healthz")
+    put_executor = Route("PUT", "/api/v1/executors/<executor_id>", Role.EXECUTOR)
+    delete_executor = Route("DELETE", "/api/v1/executors/<executor_id>", Role.CLIENT)
+    executor_tasks = Route("GET", "/api/v1/executors/<executor_id>/tasks", Role.EXECUTOR)
+    task_status = Route("PUT", "/api/v1/executortasks/<task_id>/status", Role.EXECUTOR)
+    archive = Route("GET", "/api/v1/workspacearchives/<task_id>/<step>", Role.EXECUTOR)
+    restore_cache = Route("GET", "/api/v1/caches", Role.EXECUTOR)
+    save_cache = Route("PUT", "/api/v1/caches", Role.EXECUTOR)
+    create_run = Route("POST", "/api/v1/runs", Role.CLIENT)
+    list_runs = Route("GET", "/api/v1/runs", Role.CLIENT)
+    get_run = Route("GET", "/api/v1/runs/<run_id>", Role.CLIENT)
+    delete_run = Route("DELETE", "/api/v1/runs/<run_id>", Role.CLIENT)
+    restart_run = Route("POST", "/api/v1/runs/<run_id>/restart", Role.CLIENT)
+    run_log = Route("GET", "/api/v1/runs/<run_id>/tasks/<task_name>/logs/<step>", Role.CLIENT)
+    health = Route("GET", "/healthz", None)
 
 
 class ExecutorRoutes:
     """The executor's API, for the runservice: its tasks' logs (as far as written) and archives."""
 
-    log = Route("GET", "/api/v1/tasks/<task_id>/logs/<step>")
-    archive = Route("GET", "/api/v1/tasks/<task_id>/archives/<step>")
+    log = Route("GET", "/api/v1/tasks/<task_id>/logs/<step>", Role.RUNSERVICE)
+    archive = Route("GET", "/api/v1/tasks/<task_id>/archives/<step>", Role.RUNSERVICE)
 
 
 def routes_of(table: type) -> Iterator[tuple[str, Route]]:

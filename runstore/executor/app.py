@@ -9,6 +9,7 @@ from typing import IO
 
 from werkzeug.wrappers import Request, Response
 
+from runstore.contract.auth import Tokens
 from runstore.contract.errors import BadRequestError, NotExistError
 from runstore.contract.http import JsonApp
 from runstore.contract.routes import ExecutorRoutes
@@ -20,12 +21,14 @@ _CHUNK = 1 << 16
 
 
 class ExecutorApp(JsonApp):
-    """Serves the files of the tasks under ``tasks_dir``."""
+    """Serves the files of the tasks under ``tasks_dir`` to callers with a runservice token of
+    ``tokens`` (None: to anyone)."""
 
     table = ExecutorRoutes
 
-    def __init__(self, tasks_dir: Path) -> None:
+    def __init__(self, tasks_dir: Path, *, tokens: Tokens | None = None) -> None:
         self._tasks_dir = tasks_dir
+        self.tokens = tokens
 
     def log(self, request: Request, task_id: str, step: str) -> Response:
         files = self._files(task_id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import logging
+from collections.abc import Callable
 from typing import TypeVar
 
 from werkzeug.wrappers import Request, Response
@@ -11,11 +13,14 @@ from werkzeug.wsgi import wrap_file
 from objstore import NotExistError as ObjectMissing
 from objstore import RemoteError
 from runstore.cache_groups import CacheGroup, check_cache_key
-from runstore.contract.errors import BadRequestError, NotExistError, UnavailableError
-from runstore.contract.http import JsonApp, ServerThread, json_response, read_body, read_json
+from runstore.contract.auth import Tokens
+from runstore.contract.errors import BadRequestError, ForbiddenError, NotExistError, UnavailableError
+from runstore.contract.http import JsonApp, ServerThread, identity, json_response, read_body, read_json
 from runstore.contract.model import (
+    ArchiveRef,
     CacheSaved,
     ExecutorStatus,
+    ExecutorTask,
     ExecutorTaskStatus,
     RunConfig,
     RunPhase,
@@ -26,6 +31,8 @@ from runstore.errors import InvalidIdError
 from runstore.ids import check_id, parse_log_step, parse_step
 from runstore.runservice.runs import DEFAULT_PAGE
 from runstore.runservice.service import RunService
+
+log = logging.getLogger(__name__)
 
 MAX_UPLOAD = 1 << 30
 """The most bytes a cache upload may have, however it is sent (chunked or not)."""
@@ -65,14 +72,31 @@ class RunServiceApp(JsonApp):
     unavailable_errors = (RemoteError,)
     table = RunServiceRoutes
 
-    def __init__(self, service: RunService, *, max_upload: int | None = None) -> None:
+    def __init__(
+        self, service: RunService, *, max_upload: int | None = None, tokens: Tokens | None = None
+    ) -> None:
         self.service = service
         self.max_upload = MAX_UPLOAD if max_upload is None else max_upload
+        self.tokens = tokens
+
+    # -- what an executor may do: act as itself, on what is assigned to it ------------------
+
+    def _as(self, request: Request, executor_id: str) -> None:
+        caller = identity(request)
+        if caller is not None and caller.name != executor_id:
+            raise ForbiddenError(f"executor {caller.name!r} cannot act as executor {executor_id!r}")
+
+    def _check_assigned(self, request: Request, allowed: Callable[[ExecutorTask], bool], what: str) -> None:
+        """``ForbiddenError`` unless a task assigned to the calling executor is ``allowed``."""
+        caller = identity(request)
+        if caller is not None and not any(map(allowed, self.service.executors.assigned(caller.name))):
+            raise ForbiddenError(f"no task of executor {caller.name!r} {what}")
 
     # -- executors -------------------------------------------------------------------
 
     def put_executor(self, request: Request, executor_id: str) -> Response:
         executor_id = _id("executor id", executor_id)
+        self._as(request, executor_id)
         status = read_json(request, ExecutorStatus)
         if status.active_tasks_limit < 1:
             raise BadRequestError(f"active_tasks_limit is at least 1, not {status.active_tasks_limit}")
@@ -83,12 +107,17 @@ class RunServiceApp(JsonApp):
         return json_response({})
 
     def executor_tasks(self, request: Request, executor_id: str) -> Response:
-        return json_response(self.service.executors.tasks_of(_id("executor id", executor_id)))
+        executor_id = _id("executor id", executor_id)
+        self._as(request, executor_id)
+        return json_response(self.service.executors.tasks_of(executor_id))
 
     def task_status(self, request: Request, task_id: str) -> Response:
         """An executor's report of a task: 400, changing nothing, unless it fits the task's steps."""
         task_id = _id("task id", task_id)
         status = read_json(request, ExecutorTaskStatus)
+        caller = identity(request)
+        if caller is not None and self.service.state.executor_tasks.get(task_id).executor_id != caller.name:
+            raise ForbiddenError(f"task {task_id!r} is not assigned to executor {caller.name!r}")
         self.service.executors.task_status(task_id, status)
         return json_response({})
 
@@ -97,8 +126,14 @@ class RunServiceApp(JsonApp):
             number = parse_step(step)
         except InvalidIdError as exc:
             raise BadRequestError(str(exc)) from exc
+        task_id = _id("task id", task_id)
+        self._check_assigned(
+            request,
+            lambda task: ArchiveRef(task_id, number) in task.workspace,
+            f"restores the archive of step {number} of task {task_id!r}",
+        )
         try:
-            stream = self.service.state.store.open_archive(_id("task id", task_id), number)
+            stream = self.service.state.store.open_archive(task_id, number)
         except ObjectMissing as exc:
             raise NotExistError(f"task {task_id!r} has no archive of step {number}") from exc
         return Response(
@@ -112,9 +147,13 @@ class RunServiceApp(JsonApp):
         if not group or not keys:
             raise BadRequestError("a cache request names its group and at least one key")
         try:
-            return CacheGroup(group), [check_cache_key(key) for key in keys]
+            checked = CacheGroup(group), [check_cache_key(key) for key in keys]
         except InvalidIdError as exc:
             raise BadRequestError(str(exc)) from exc
+        self._check_assigned(
+            request, lambda task: task.cache_group == group, f"uses the caches of group {group!r}"
+        )
+        return checked
 
     def restore_cache(self, request: Request) -> Response:
         group, keys = self._caches(request)
@@ -201,8 +240,16 @@ class RunServiceApp(JsonApp):
 
 
 def serve(
-    service: RunService, host: str = "127.0.0.1", port: int = 0, *, wait_for_lease: bool = True
+    service: RunService,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    wait_for_lease: bool = True,
+    tokens: Tokens | None = None,
 ) -> ServerThread:
-    """Start the runservice's loops and its HTTP API; the server thread (``.url``)."""
+    """Start the runservice's loops and its HTTP API (accepting ``tokens``; None: every
+    request, on a trusted network only); the server thread (``.url``)."""
     service.start(wait_for_lease=wait_for_lease)
-    return ServerThread(RunServiceApp(service), host, port).start()
+    if tokens is None:
+        log.warning("the runservice's API takes no tokens: it accepts every request")
+    return ServerThread(RunServiceApp(service, tokens=tokens), host, port).start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from runstore.contract.auth import Role, TokenBook, TokenError, TokenFile, Tokens, book_of
 from runstore.contract.errors import LeaseHeldError
 from runstore.contract.http import add_listen_argument
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from objstore import Storage
 
 DEFAULT_STORE = "./runstore-data"
+TOKENS_VARIABLE = "RUNSTORE_TOKENS"
+"""The environment variable whose text is the runservice's tokens file, without ``--tokens``."""
 #: A ``--store`` that starts with a scheme and "//" (or is ``s3:...``, ``file:...``) is a URL.
 _URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?P<slashes>//)?")
 _DAY = 86400.0
@@ -68,6 +72,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='a JSON file of the store\'s configuration, e.g. {"url": "s3://bucket/prefix"}',
     )
     add_listen_argument(parser, 8000)
+    tokens = parser.add_mutually_exclusive_group()
+    tokens.add_argument(
+        "--tokens",
+        metavar="FILE",
+        help=f"the tokens file (lines '<role> <name> <token>'; read again when it changes);"
+        f" default: the text of ${TOKENS_VARIABLE}",
+    )
+    tokens.add_argument(
+        "--no-tokens",
+        action="store_true",
+        help="accept every request without a token (a trusted network only)",
+    )
     parser.add_argument(
         "--no-wait",
         dest="wait",
@@ -166,6 +182,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"runservice: {exc}", file=sys.stderr)
         return 2
+    try:
+        tokens = _tokens(args)
+    except TokenError as exc:
+        print(f"runservice: {exc}", file=sys.stderr)
+        return 2
     stop = _signalled()  # before anything starts: a signal from here on stops it gracefully
     service = RunService(
         storage,
@@ -175,10 +196,11 @@ def run(args: argparse.Namespace) -> int:
         grace=args.grace,
         cache_ttl=args.cache_ttl,
         retention=Retention(max_age=args.keep_days, keep_last=args.keep_last),
+        runservice_token=book_of(tokens).first(Role.RUNSERVICE) if tokens is not None else None,
     )
     host, port = args.listen
     try:
-        server = serve(service, host, port, wait_for_lease=args.wait)
+        server = serve(service, host, port, wait_for_lease=args.wait, tokens=tokens)
     except LeaseHeldError as exc:
         print(f"runservice: {exc}", file=sys.stderr)
         return 2
@@ -195,6 +217,22 @@ def run(args: argparse.Namespace) -> int:
         print("runservice: the store's lease was lost to another runservice", file=sys.stderr)
         return 1
     return 0
+
+
+def _tokens(args: argparse.Namespace) -> Tokens | None:
+    """The tokens the runservice takes: its ``--tokens`` file, else ${TOKENS_VARIABLE}'s text;
+    ``TokenError`` if there are none and ``--no-tokens`` was not given."""
+    if args.no_tokens:
+        return None
+    if args.tokens is not None:
+        return TokenFile(args.tokens)
+    text = os.environ.get(TOKENS_VARIABLE, "")
+    if not text.strip():
+        raise TokenError(
+            f"no tokens: give --tokens FILE or ${TOKENS_VARIABLE} (docs/runservice.md, 'Tokens and roles'),"
+            " or --no-tokens on a trusted network"
+        )
+    return TokenBook.parse(text, f"${TOKENS_VARIABLE}")
 
 
 def _signalled() -> threading.Event:

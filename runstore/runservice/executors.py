@@ -53,6 +53,10 @@ class Executors:
         """The executor tasks assigned to a registered executor."""
         if not self._state.executors.exists(executor_id):
             raise NotExistError(f"executor {executor_id!r} is not registered")
+        return self.assigned(executor_id)
+
+    def assigned(self, executor_id: str) -> list[ExecutorTask]:
+        """The executor tasks assigned to an executor (registered or not)."""
         tasks = self._attempts.each(self._state.executor_tasks)
         return [task for task in tasks if task.executor_id == executor_id]
 

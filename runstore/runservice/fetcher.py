@@ -38,12 +38,19 @@ class Fetcher:
     """
 
     def __init__(
-        self, state: State, attempts: Attempts, absences: Absences, executor_timeout: timedelta
+        self,
+        state: State,
+        attempts: Attempts,
+        absences: Absences,
+        executor_timeout: timedelta,
+        *,
+        token: str | None = None,
     ) -> None:
         self._state = state
         self._attempts = attempts
         self._absences = absences
         self.executor_timeout = executor_timeout
+        self._token = token  # the runservice's, for the executors
         self._clients: dict[str, ExecutorClient] = {}
         self._lock = threading.Lock()  # guards _clients, _fetching and _pool
         self._fetching: dict[str, str] = {}  # executor task id -> executor id, while fetched
@@ -131,7 +138,7 @@ class Fetcher:
     def _client(self, url: str) -> ExecutorClient:
         with self._lock:
             if url not in self._clients:
-                self._clients[url] = ExecutorClient(url)
+                self._clients[url] = ExecutorClient(url, token=self._token)
             return self._clients[url]
 
     def close(self) -> None:

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 
 class RunService:
-    """The scheduler of a CI run service over one store."""
+    """The scheduler of a CI run service over one store; ``runservice_token`` is the token it
+    presents to executors (None: to executors that take none)."""
 
     def __init__(
         self,
@@ -56,6 +57,7 @@ class RunService:
         grace: timedelta = DEFAULT_GRACE,
         cache_ttl: timedelta | None = None,
         retention: Retention = NO_RETENTION,
+        runservice_token: str | None = None,
     ) -> None:
         owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.lease = Lease(storage, owner, lease_ttl)
@@ -68,7 +70,7 @@ class RunService:
         self.executors = Executors(self.state, absences, attempts)
         self.scheduler = Scheduler(self.state, attempts, executor_timeout)
         self.checker = ExecutorTaskChecker(self.state, attempts)
-        self.fetcher = Fetcher(self.state, attempts, absences, executor_timeout)
+        self.fetcher = Fetcher(self.state, attempts, absences, executor_timeout, token=runservice_token)
         self.reaper = Reaper(self.state, attempts, self.executors, executor_timeout)
         self.collector = Collector(
             self.state, attempts, self.runs, grace=grace, cache_ttl=cache_ttl, retention=retention
