@@ -48,10 +48,10 @@ class RunStore:
         logs, _ = self._areas(task_id)
         self.storage.write(logs.data_key(self._log_name(step)), data)
 
-    def open_log(self, task_id: str, step: int | str) -> BinaryIO:
-        """Open a step's log as a stream; ``NotExistError`` if missing."""
+    def open_log(self, task_id: str, step: int | str, *, start: int = 0) -> BinaryIO:
+        """Open a step's log as a stream, from byte ``start``; ``NotExistError`` if missing."""
         logs, _ = self._areas(task_id)
-        return self.storage.read(logs.data_key(self._log_name(step)))
+        return self.storage.read(logs.data_key(self._log_name(step)), start=start)
 
     def write_archive(self, task_id: str, step: int, data: Data) -> None:
         """Store the workspace archive (a tar) that a step saved."""

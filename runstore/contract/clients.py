@@ -7,6 +7,7 @@ answer at all an ``UnreachableError`` (both ``ServiceError``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import attrs
@@ -18,12 +19,14 @@ from runstore.contract.model import (
     Executor,
     ExecutorStatus,
     ExecutorTask,
+    ExecutorTaskPhase,
     ExecutorTaskStatus,
     Run,
     RunConfig,
     RunPage,
     RunPhase,
     RunResult,
+    RunTask,
     ServiceHealth,
 )
 from runstore.contract.routes import ExecutorRoutes, RunServiceRoutes
@@ -143,9 +146,30 @@ class RunServiceClient(_Client):
         """A new run of a finished run's config that shares its successful tasks."""
         return self.http.json(_R.restart_run, Run, {"run_id": run_id})
 
-    def run_log(self, run_id: str, task_name: str, step: int | str) -> Download:
-        """The log of a step (or ``"setup"``) of a task of a run, as the run store has it."""
-        return self.http.open(_R.run_log, {"run_id": run_id, "task_name": task_name, "step": step})
+    def cancel_run(self, run_id: str) -> Run:
+        """Cancel an unfinished run (it finishes as ``stopped``); the run as it is now."""
+        return self.http.json(_R.cancel_run, Run, {"run_id": run_id})
+
+    def run_log(self, run_id: str, task_name: str, step: int | str, *, start: int = 0) -> Download:
+        """The log of a step (or ``"setup"``) of a task of a run from byte ``start``, as far as
+        it exists now (from its executor while the task runs)."""
+        values = {"run_id": run_id, "task_name": task_name, "step": step}
+        return self.http.open(_R.run_log, values, fields={"start": str(start)} if start else None)
+
+    def follow_log(self, run_id: str, task_name: str, step: int | str, *, start: int = 0) -> Iterator[bytes]:
+        """The log from byte ``start`` as it is written, until its step has ended and all of it
+        came. Each answer streams for a while (the runservice ends one after a quiet spell);
+        the next one goes on from where it stopped."""
+        values = {"run_id": run_id, "task_name": task_name, "step": step}
+        offset = start
+        while True:
+            fields = {"follow": "true", "start": str(offset)}
+            with self.http.open(_R.run_log, values, fields=fields, deadline=False) as stream:
+                while chunk := stream.read(1 << 16):
+                    offset += len(chunk)
+                    yield chunk
+            if _log_done(self.get_run(run_id).task(task_name), step):
+                return
 
     def health(self) -> ServiceHealth:
         """The runservice's health if it holds its lease and reaches its store; else a
@@ -156,10 +180,20 @@ class RunServiceClient(_Client):
 class ExecutorClient(_Client):
     """An executor's API at ``base_url``: its tasks' logs and archives, for the runservice."""
 
-    def log(self, task_id: str, step: int | str) -> Download:
-        """The log of a step (or ``"setup"``) of a task, as far as it is written."""
-        return self.http.open(_E.log, {"task_id": task_id, "step": step})
+    def log(self, task_id: str, step: int | str, *, start: int = 0) -> Download:
+        """The log of a step (or ``"setup"``) of a task from byte ``start``, as far as it is written."""
+        fields = {"start": str(start)} if start else None
+        return self.http.open(_E.log, {"task_id": task_id, "step": step}, fields=fields)
 
     def archive(self, task_id: str, step: int) -> Download:
         """The workspace archive that step ``step`` of a task saved."""
         return self.http.open(_E.archive, {"task_id": task_id, "step": step})
+
+
+def _log_done(task: RunTask, step: int | str) -> bool:
+    """Whether the log ``step`` of a run task will grow no more."""
+    if task.status.finished:
+        return task.fetched or not task.registered
+    if step == "setup":
+        return any(state.phase is not ExecutorTaskPhase.NOTSTARTED for state in task.step_states)
+    return isinstance(step, int) and step < len(task.step_states) and task.step_states[step].phase.finished

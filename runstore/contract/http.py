@@ -469,11 +469,15 @@ class ServiceClient:
         values: Mapping[str, str | int] | None = None,
         *,
         fields: Mapping[str, str | list[str]] | None = None,
+        deadline: bool = True,
     ) -> Download:
-        """The answer's body as a stream, received while it is read, by a deadline (:class:`Download`)."""
+        """The answer's body as a stream, received while it is read, by a deadline
+        (:class:`Download`; without ``deadline``, each socket read waits ``timeout`` alone: for
+        an answer that streams as something happens, a followed log)."""
         started = time.monotonic()
         response = self.request(route, values, fields=fields, stream=True)
-        return Download(response, timeout=self.timeout, min_rate=self.min_rate, started=started)
+        min_rate = self.min_rate if deadline else 0.0
+        return Download(response, timeout=self.timeout, min_rate=min_rate, started=started)
 
     def close(self) -> None:
         self._http.clear()
@@ -488,7 +492,7 @@ class Download(io.RawIOBase):
     min_rate`` seconds from ``started`` (default: now), ``size`` being the ``Content-Length``
     or, without one, what has arrived. It is checked after each read of the socket (a read
     that waits more than the client's ``timeout`` fails by itself); past it, ``UnreachableError``
-    says the download was too slow.
+    says the download was too slow. A ``min_rate`` of 0 sets no deadline on the whole.
     """
 
     def __init__(
@@ -514,25 +518,21 @@ class Download(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        """Fill ``buffer`` (fewer bytes only at the end), one socket read at a time; once a read
-        failed, every later one raises the same error (never a short body that looks whole)."""
+        """Read what one socket read brings (0 at the end) into ``buffer``; once a read failed,
+        every later one raises the same error (never a short body that looks whole)."""
         if self._error is not None:
             raise UnreachableError(self._error.message)
         view = memoryview(buffer).cast("B")
-        filled = 0
-        while filled < len(view):  # each pass reads at least a byte, or ends
-            try:
-                data = self._response.read1(len(view) - filled)
-            except urllib3.exceptions.HTTPError as exc:
-                self._error = UnreachableError(f"the download broke off after {self.received} bytes: {exc}")
-                raise self._error from exc
-            if not data:
-                break
-            view[filled : filled + len(data)] = data
-            filled += len(data)
-            self.received += len(data)
+        try:
+            data = self._response.read1(len(view))
+        except urllib3.exceptions.HTTPError as exc:
+            self._error = UnreachableError(f"the download broke off after {self.received} bytes: {exc}")
+            raise self._error from exc
+        view[: len(data)] = data
+        self.received += len(data)
+        if self.min_rate:
             self._check_deadline()
-        return filled
+        return len(data)
 
     def deadline(self) -> float:
         """Seconds from ``started`` the transfer may take, for what is known of its size now."""

@@ -67,6 +67,7 @@ class RunResult(enum.Enum):
     UNKNOWN = "unknown"
     SUCCESS = "success"
     FAILED = "failed"
+    STOPPED = "stopped"  # cancelled before it finished
 
 
 class TaskStatus(enum.Enum):
@@ -75,6 +76,7 @@ class TaskStatus(enum.Enum):
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"
+    CANCELLED = "cancelled"  # its run was cancelled before it started
 
     @property
     def finished(self) -> bool:
@@ -154,6 +156,7 @@ class Run:
     start_time: datetime | None = None
     end_time: datetime | None = None
     restarted_from: str = ""
+    cancelled: bool = False  # a user cancelled it: no task starts any more
     deleting: bool = False  # its references are being dropped: its data may be gone
 
     def task(self, name: str) -> RunTask:

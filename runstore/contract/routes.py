@@ -60,6 +60,7 @@ class RunServiceRoutes:
     get_run = Route("GET", "/api/v1/runs/<run_id>", Role.CLIENT)
     delete_run = Route("DELETE", "/api/v1/runs/<run_id>", Role.CLIENT)
     restart_run = Route("POST", "/api/v1/runs/<run_id>/restart", Role.CLIENT)
+    cancel_run = Route("POST", "/api/v1/runs/<run_id>/cancel", Role.CLIENT)
     run_log = Route("GET", "/api/v1/runs/<run_id>/tasks/<task_name>/logs/<step>", Role.CLIENT)
     health = Route("GET", "/healthz", None)
 

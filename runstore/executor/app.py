@@ -37,7 +37,10 @@ class ExecutorApp(JsonApp):
         except InvalidIdError as exc:
             raise BadRequestError(f'{exc} (or "setup")') from exc
         path = files.step_log(number) if isinstance(number, int) else files.setup_log
-        return _file_response(path, "text/plain; charset=utf-8", f"log {step} of task {task_id}")
+        start = request.args.get("start", "0")
+        if not start.isdigit():
+            raise BadRequestError(f"start is a byte offset, not {start!r}")
+        return _file_response(path, "text/plain; charset=utf-8", f"log {step} of task {task_id}", int(start))
 
     def archive(self, request: Request, task_id: str, step: str) -> Response:
         try:
@@ -54,13 +57,15 @@ class ExecutorApp(JsonApp):
             raise BadRequestError(str(exc)) from exc
 
 
-def _file_response(path: Path, content_type: str, what: str) -> Response:
-    """Stream ``path`` as far as it is written now; ``NotExistError`` if there is no such file."""
+def _file_response(path: Path, content_type: str, what: str, start: int = 0) -> Response:
+    """Stream ``path`` from byte ``start`` on, as far as it is written now; ``NotExistError`` if
+    there is no such file."""
     try:
         file = path.open("rb")
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
         raise NotExistError(f"no {what}") from exc
-    size = os.fstat(file.fileno()).st_size
+    size = max(0, os.fstat(file.fileno()).st_size - start)
+    file.seek(start)
     response = Response(_chunks(file, size), content_type=content_type, direct_passthrough=True)
     response.content_length = size
     response.call_on_close(file.close)

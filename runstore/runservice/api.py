@@ -224,19 +224,32 @@ class RunServiceApp(JsonApp):
     def restart_run(self, request: Request, run_id: str) -> Response:
         return json_response(self.service.runs.restart(_id("run id", run_id)), status=201)
 
+    def cancel_run(self, request: Request, run_id: str) -> Response:
+        return json_response(self.service.runs.cancel(_id("run id", run_id)))
+
     def run_log(self, request: Request, run_id: str, task_name: str, step: str) -> Response:
+        """A log from byte ``start`` (0): what exists so far; with ``follow=true``, streamed as
+        it is written until its step ends."""
         run = self.service.runs.get(_id("run id", run_id))
         try:
             task = run.task(task_name)
         except KeyError:
             raise NotExistError(f"run {run_id!r} has no task {task_name!r}") from None
-        try:
-            stream = self.service.state.store.open_log(task.id, _log_step(step, len(task.steps)))
-        except ObjectMissing as exc:
-            raise NotExistError(f"task {task_name!r} of run {run_id!r} has no log {step!r} (yet)") from exc
-        return Response(
-            wrap_file(request.environ, stream), content_type="text/plain", direct_passthrough=True
-        )
+        number = _log_step(step, len(task.steps))
+        start = request.args.get("start", "0")
+        if not start.isdigit():
+            raise BadRequestError(f"start is a byte offset, not {start!r}")
+        follow = request.args.get("follow", "false")
+        if follow not in ("true", "false"):
+            raise BadRequestError(f"follow is true or false, not {follow!r}")
+        logs = self.service.logs
+        if follow == "true":
+            chunks = logs.follow(run.id, task, number, int(start))
+        else:
+            chunks = logs.read(task, number, int(start))
+        response = Response(chunks, content_type="text/plain; charset=utf-8", direct_passthrough=True)
+        response.call_on_close(getattr(chunks, "close", lambda: None))
+        return response
 
 
 def serve(

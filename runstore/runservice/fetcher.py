@@ -135,6 +135,13 @@ class Fetcher:
             fetch.write(cast(BinaryIO, download))  # a binary stream, as objstore reads one
         return FetchPhase.FINISHED
 
+    def client_of(self, executor_id: str) -> ExecutorClient | None:
+        """A client of the executor as its record has it; None if it has no record."""
+        try:
+            return self._client(self._state.executors.get(executor_id).listen_url)
+        except NotExistError:
+            return None
+
     def _client(self, url: str) -> ExecutorClient:
         with self._lock:
             if url not in self._clients:

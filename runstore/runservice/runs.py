@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 import attrs
 
@@ -122,6 +123,22 @@ class Runs:
         )
         return run
 
+    def cancel(self, run_id: str) -> Run:
+        """Cancel an unfinished run: its tasks not started are cancelled at once, the scheduler
+        stops its running ones on their executors (they fail, "cancelled"), and once their logs
+        so far are fetched the run finishes as ``stopped``. ``ConflictError`` if it finished."""
+        ended = now()
+
+        def cancel(run: Run) -> Run | None:
+            if run.phase is RunPhase.FINISHED:
+                raise ConflictError(f"run {run_id!r} is finished: only an unfinished run can be cancelled")
+            return cancelled(run, ended)
+
+        run = self._state.runs.update(run_id, cancel)
+        assert run is not None
+        log.info("run %s cancelled", run_id)
+        return run
+
     def delete(self, run_id: str) -> None:
         """Delete a finished run and drop its references to task data.
 
@@ -206,3 +223,14 @@ class Runs:
 
 def _deleting(run: Run) -> Run | None:
     return None if run.deleting else attrs.evolve(run, deleting=True)
+
+
+def cancelled(run: Run, ended: datetime) -> Run:
+    """``run`` cancelled at ``ended``: marked so, its tasks not started cancelled."""
+    tasks = [
+        attrs.evolve(task, status=TaskStatus.CANCELLED, end_time=ended)
+        if task.status is TaskStatus.NOTSTARTED
+        else task
+        for task in run.tasks
+    ]
+    return attrs.evolve(run, cancelled=True, tasks=tasks)

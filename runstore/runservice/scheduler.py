@@ -22,13 +22,17 @@ from runstore.contract.model import (
     TaskStatus,
 )
 from runstore.runservice.attempts import Attempts
+from runstore.runservice.executors import follow
 from runstore.runservice.index import GRACE
+from runstore.runservice.runs import cancelled
 from runstore.runservice.state import State
 from runstore.runservice.tasks import workspace_of
 
 log = logging.getLogger(__name__)
 
 _BLOCKING = (TaskStatus.FAILED, TaskStatus.SKIPPED)
+CANCELLED = "cancelled"
+"""The error of an executor task stopped because its run was cancelled."""
 
 
 def _ready(parent: RunTask) -> bool:
@@ -100,6 +104,8 @@ class Scheduler:
         def settle(run: Run) -> Run | None:
             if run.phase is RunPhase.FINISHED:
                 return None
+            if run.cancelled:
+                return cancelled(run, now())
             tasks = []
             for task in run.tasks:
                 if task.status is TaskStatus.NOTSTARTED:
@@ -122,7 +128,9 @@ class Scheduler:
                 log.info("the active entry of run %s, which has no document, is removed", run_id)
             return
         assert run is not None
-        if run.phase is not RunPhase.FINISHED:
+        if run.cancelled:
+            self._stop_running(run, known)
+        elif run.phase is not RunPhase.FINISHED:
             for task in run.tasks:
                 if task.status is TaskStatus.NOTSTARTED and all(
                     _ready(run.task(name)) for name in task.depends
@@ -130,6 +138,20 @@ class Scheduler:
                     assign = functools.partial(self._assign, run, task, known)
                     self._attempts.attempt(f"assigning task {task.id}", assign)
         self._finish_if_done(run, known)
+
+    def _stop_running(self, run: Run, known: _Pass) -> None:
+        """Fail the unfinished executor tasks of a cancelled run: their executors stop them."""
+        ended = now()
+
+        def stop(current: ExecutorTask) -> ExecutorTask | None:
+            return None if current.phase.finished else current.failed(CANCELLED, ended)
+
+        for task in run.tasks:
+            if task.id in known.assigned and not task.status.finished:
+                stopped = self._state.executor_tasks.update(task.id, stop)
+                if stopped is not None and stopped.end_time == ended:  # this pass stopped it
+                    log.info("task %s of cancelled run %s: stopped on its executor", task.id, run.id)
+                    follow(self._state, stopped)
 
     def _assign(self, run: Run, task: RunTask, known: _Pass) -> None:
         if task.id in known.assigned:
@@ -174,12 +196,10 @@ class Scheduler:
             if current.phase is RunPhase.FINISHED or not all(task.status.finished for task in current.tasks):
                 return None
             failed = any(task.status is TaskStatus.FAILED for task in current.tasks)
-            return attrs.evolve(
-                current,
-                phase=RunPhase.FINISHED,
-                result=RunResult.FAILED if failed else RunResult.SUCCESS,
-                end_time=now(),
+            result = (
+                RunResult.STOPPED if current.cancelled else RunResult.FAILED if failed else RunResult.SUCCESS
             )
+            return attrs.evolve(current, phase=RunPhase.FINISHED, result=result, end_time=now())
 
         finished = self._state.runs.update(run.id, finish)
         if finished is not None and finished.phase is RunPhase.FINISHED:

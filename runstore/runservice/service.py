@@ -33,6 +33,7 @@ from runstore.runservice.executors import Executors
 from runstore.runservice.fence import FencedStorage
 from runstore.runservice.fetcher import Fetcher
 from runstore.runservice.lease import LEASE_KEY, Lease
+from runstore.runservice.logs import Logs
 from runstore.runservice.reaper import Reaper
 from runstore.runservice.runs import Runs
 from runstore.runservice.scheduler import Scheduler
@@ -72,6 +73,7 @@ class RunService:
         self.checker = ExecutorTaskChecker(self.state, attempts)
         self.fetcher = Fetcher(self.state, attempts, absences, executor_timeout, token=runservice_token)
         self.reaper = Reaper(self.state, attempts, self.executors, executor_timeout)
+        self.logs = Logs(self.state, self.fetcher)
         self.collector = Collector(
             self.state, attempts, self.runs, grace=grace, cache_ttl=cache_ttl, retention=retention
         )
