@@ -109,6 +109,7 @@ def served() -> Iterator[Served]:
         "get_run": Call(r.get_run, {"run_id": run.id}),
         "delete_run": Call(r.delete_run, {"run_id": run.id}),
         "restart_run": Call(r.restart_run, {"run_id": run.id}),
+        "cancel_run": Call(r.cancel_run, {"run_id": run.id}),
         "run_log": Call(r.run_log, {"run_id": run.id, "task_name": "build", "step": 0}),
     }
     yield Served(service, server.url, calls)
