@@ -9,6 +9,7 @@ import tempfile
 import time
 
 from objstore import NotExistError, PosixStorage
+from runstore.contract.auth import Role, TokenBook, new_token
 from runstore.contract.model import Run, RunConfig, RunPhase, Step, StepKind, TaskConfig
 from runstore.executor.executor import Executor
 from runstore.runservice.api import serve
@@ -74,10 +75,20 @@ def demo(store_path: str) -> int:
     started = time.monotonic()
     storage = PosixStorage(store_path)
     executor_dir = tempfile.mkdtemp(prefix="runstore-executor-")
-    service = RunService(storage, interval=0.1)
-    server = serve(service)
+    tokens = {name: new_token() for name in ("executor", "runservice")}  # its own, for this run only
+    book = TokenBook.parse(
+        f"executor demo-executor {tokens['executor']}\nrunservice demo {tokens['runservice']}"
+    )
+    service = RunService(storage, interval=0.1, runservice_token=tokens["runservice"])
+    server = serve(service, tokens=book)
     executor = Executor(
-        server.url, executor_dir, executor_id="demo-executor", active_tasks_limit=2, interval=0.1
+        server.url,
+        executor_dir,
+        executor_id="demo-executor",
+        active_tasks_limit=2,
+        interval=0.1,
+        token=tokens["executor"],
+        runservice_tokens=TokenBook.of(Role.RUNSERVICE, [tokens["runservice"]]),
     )
     executor.start()
     print(f"runservice at {server.url}, store in {os.path.abspath(store_path)}")

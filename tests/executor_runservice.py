@@ -171,7 +171,7 @@ class RunserviceStandIn(JsonApp):
     def _users_only(self, request: Request, **values: str) -> Response:
         raise NotExistError("the stand-in serves the executors' half of the API only")
 
-    create_run = list_runs = get_run = delete_run = restart_run = run_log = health = _users_only
+    create_run = list_runs = get_run = delete_run = restart_run = cancel_run = run_log = health = _users_only
 
 
 def _one(request: Request, name: str) -> str:

@@ -475,7 +475,7 @@ def test_never_more_tasks_at_once_than_the_limit(
         lines = events.read_text().splitlines() if events.exists() else []
         return [line.split()[1] for line in lines if line.startswith("start")]
 
-    executors(active_tasks_limit=2)
+    executors(active_tasks_limit=2, shared_user=True)  # the steps write to the test's folder
     wait_until(lambda: len(started()) == 2, "two tasks started")
     reports = runservice.executor_report_count()
     wait_until(lambda: runservice.executor_report_count() >= reports + 5, "five more executor reports")
@@ -512,6 +512,8 @@ def start_cli(runservice: RunserviceStandIn, tmp_path: Path) -> tuple[subprocess
         "1",
         "--listen",
         "127.0.0.1:0",
+        "--shared-user",  # the steps write their pids to the test's folder
+        "--no-tokens",  # the stand-in takes none
     ]
     with (tmp_path / "executor.log").open("a") as stderr:
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)

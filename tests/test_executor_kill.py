@@ -129,6 +129,7 @@ def executors(runservice: RunserviceStandIn, tmp_path: Path) -> Iterator[MakeExe
     made: list[Executor] = []
 
     def make(**options: Any) -> Executor:
+        options.setdefault("shared_user", True)  # the steps write their pids to the test's folder
         options.setdefault("executor_id", EXECUTOR_ID)
         options.setdefault("interval", 0.05)
         executor = Executor(runservice.url, tmp_path / "data", **options)
@@ -257,7 +258,9 @@ def test_stop_kills_the_step_processes_at_once_while_the_runservice_hangs(
 ) -> None:
     runservice = HangingRunservice()
     runservice.start()
-    executor = Executor(runservice.url, tmp_path / "data", executor_id=EXECUTOR_ID, interval=0.05)
+    executor = Executor(
+        runservice.url, tmp_path / "data", executor_id=EXECUTOR_ID, interval=0.05, shared_user=True
+    )
     stopper = threading.Thread(target=executor.stop, daemon=True)
     try:
         runservice.add_task(make_task("t1", [run(family.command())]))

@@ -22,7 +22,7 @@ from runstore.runservice.lease import LEASE_KEY, Lease
 from runstore.runservice.service import RunService
 from tests.conftest import ProxiedStorageFactory
 from tests.faultproxy import Fault, FaultProxy, Rule
-from tests.test_service_processes import Service, Store, start_runservice
+from tests.test_service_processes import CLIENT_TOKEN, Service, Store, start_runservice
 
 ONE = RunConfig([TaskConfig("hello", [Step(StepKind.RUN, command="echo hello")])])
 GROUP = "/project/p1/branch/main"
@@ -46,7 +46,7 @@ def test_a_runservice_stalled_past_its_lease_changes_nothing_once_another_took_o
     store = posix_store(tmp_path)
     first = start_runservice(store, "--lease-ttl", "3")
     second: Service | None = None
-    client = RunServiceClient(first.url, timeout=10)
+    client = RunServiceClient(first.url, timeout=10, token=CLIENT_TOKEN)
     try:
         client.create_run(ONE, GROUP)
         os.kill(first.process.pid, signal.SIGSTOP)
@@ -55,7 +55,9 @@ def test_a_runservice_stalled_past_its_lease_changes_nothing_once_another_took_o
         assert time.monotonic() - began < 15
         before = run_documents(store)
         os.kill(first.process.pid, signal.SIGCONT)
-        resumed = RunServiceClient(first.url, timeout=10)  # its old connections may be gone
+        resumed = RunServiceClient(
+            first.url, timeout=10, token=CLIENT_TOKEN
+        )  # its old connections may be gone
         try:
             resumed.create_run(ONE, GROUP)
         except RemoteServiceError as exc:  # it refused: its lease may have lapsed
@@ -69,7 +71,7 @@ def test_a_runservice_stalled_past_its_lease_changes_nothing_once_another_took_o
             resumed.close()
         assert run_documents(store) == before
         assert first.process.wait(timeout=15) == 1  # it noticed, and stopped
-        other = RunServiceClient(second.url)
+        other = RunServiceClient(second.url, token=CLIENT_TOKEN)
         try:
             created = other.create_run(ONE, GROUP)
         finally:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import attrs
 import pytest
 
 from objstore import PosixStorage, Storage
+from runstore.contract.auth import Role, new_token
 from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import RemoteServiceError
 from runstore.contract.http import ServiceClient
@@ -115,9 +117,35 @@ def start(*args: str, env: dict[str, str] | None = None) -> Service:
     return Service(process, line.split()[1])
 
 
+def secret_file(text: str) -> Path:
+    """A file only its owner reads, holding ``text``."""
+    path = Path(tempfile.mkdtemp(prefix="runstore-tokens-")) / "secret"
+    path.touch(mode=0o600)
+    path.write_text(text)
+    return path
+
+
+TOKENS = {name: new_token() for name in ("ex1", "client", "runservice")}
+CLIENT_TOKEN = TOKENS["client"]
+TOKENS_FILE = secret_file(
+    f"executor ex1 {TOKENS['ex1']}\nclient tests {CLIENT_TOKEN}\nrunservice main {TOKENS['runservice']}\n"
+)
+EXECUTOR_TOKEN_FILE = secret_file(TOKENS["ex1"])
+RUNSERVICE_TOKENS_FILE = secret_file(TOKENS["runservice"])
+
+
 def start_runservice(store: Store, *args: str) -> Service:
+    """The runservice over ``store``, taking TOKENS_FILE's tokens."""
     return start(
-        "runstore", "runservice", *store.args, "--listen", "127.0.0.1:0", "--no-tokens", *args, env=store.env
+        "runstore",
+        "runservice",
+        *store.args,
+        "--listen",
+        "127.0.0.1:0",
+        "--tokens",
+        str(TOKENS_FILE),
+        *args,
+        env=store.env,
     )
 
 
@@ -142,6 +170,11 @@ def start_executor(runservice: Service, folder: Path, limit: int = 2, *args: str
         str(limit),
         "--listen",
         "127.0.0.1:0",
+        "--shared-user",  # steps here talk to the test through files of its folder
+        "--token-file",
+        str(EXECUTOR_TOKEN_FILE),
+        "--runservice-tokens-file",
+        str(RUNSERVICE_TOKENS_FILE),
         *args,
     )
 
@@ -165,7 +198,12 @@ def get_run(client: RunServiceClient, run_id: str) -> Run:
 
 
 def executor_tasks(client: RunServiceClient) -> dict[str, ExecutorTask]:
-    return {task.task_name: task for task in client.executor_tasks("ex1")}
+    """The tasks of executor ex1, asked as ex1 (a client's token may not)."""
+    as_executor = RunServiceClient(client.base_url, token=TOKENS["ex1"])
+    try:
+        return {task.task_name: task for task in as_executor.executor_tasks("ex1")}
+    finally:
+        as_executor.close()
 
 
 def wait_finished(client: RunServiceClient, run_id: str) -> Run:
@@ -183,7 +221,7 @@ def read_log(client: RunServiceClient, run_id: str, task_name: str, step: int) -
 def test_the_whole_pipeline(runservice: Service, store: Store, tmp_path: Path) -> None:
     """Create a run, run it, fetch, restart it (the new run shares the finished tasks), delete both:
     the data goes with the last run that references it."""
-    client = RunServiceClient(runservice.url)
+    client = RunServiceClient(runservice.url, token=CLIENT_TOKEN)
     executor = start_executor(runservice, tmp_path / "executor")
     marker = tmp_path / "flaky-ran"
     config = RunConfig(
@@ -246,7 +284,7 @@ def test_killed_and_deleted_executor_fails_its_task(store: Store, tmp_path: Path
 
 
 def _killed_and_deleted_executor_fails_its_task(runservice: Service, tmp_path: Path) -> None:
-    client = RunServiceClient(runservice.url)
+    client = RunServiceClient(runservice.url, token=CLIENT_TOKEN)
     executor = start_executor(runservice, tmp_path / "executor")
     step_pid = tmp_path / "step.pid"
     config = RunConfig(
@@ -286,7 +324,7 @@ def _killed_and_deleted_executor_fails_its_task(runservice: Service, tmp_path: P
 
 
 def test_executor_task_goes_as_soon_as_its_data_is_fetched(runservice: Service, tmp_path: Path) -> None:
-    client = RunServiceClient(runservice.url)
+    client = RunServiceClient(runservice.url, token=CLIENT_TOKEN)
     executor = start_executor(runservice, tmp_path / "executor")
     release = tmp_path / "release"
     wait = f"for i in $(seq 600); do [ -f {release} ] && exit 0; sleep 0.1; done; exit 1"
@@ -321,7 +359,10 @@ def test_executor_task_goes_as_soon_as_its_data_is_fetched(runservice: Service, 
 
 
 def test_bad_requests_to_the_process_change_nothing(runservice: Service, store: Store) -> None:
-    client = ServiceClient(runservice.url)
+    clients = {
+        Role.CLIENT: ServiceClient(runservice.url, token=CLIENT_TOKEN),
+        Role.EXECUTOR: ServiceClient(runservice.url, token=TOKENS["ex1"]),
+    }
     before = store.keys()
     assert before  # the lease, at least
     group = {"group": "/project/p1/branch/main"}
@@ -334,7 +375,8 @@ def test_bad_requests_to_the_process_change_nothing(runservice: Service, store: 
         (R.task_status, {"task_id": "no-such-task"}, {}, b'{"phase": "running"}', 404),
     ]:
         with pytest.raises(RemoteServiceError) as caught:
-            client.request(route, values, body=body, fields=fields)
+            assert route.role is not None
+            clients[route.role].request(route, values, body=body, fields=fields)
         assert caught.value.status == status, (route, caught.value)
         assert caught.value.remote_message
     assert store.keys() == before
@@ -379,3 +421,14 @@ def test_the_command_line_lists_every_subcommand() -> None:
         timeout=60,
     )
     assert refused.returncode == 2 and "'-1' is not a number of seconds above 0" in refused.stderr
+
+
+def test_the_process_refuses_callers_without_the_right_token(runservice: Service) -> None:
+    for token, status in [(None, 401), (new_token(), 401), (TOKENS["ex1"], 403)]:
+        client = RunServiceClient(runservice.url, token=token)
+        try:
+            with pytest.raises(RemoteServiceError) as refused:
+                client.list_runs()
+            assert refused.value.status == status
+        finally:
+            client.close()

@@ -25,6 +25,8 @@ from runstore.runservice.service import RunService
 from tests.conftest import S3Endpoint
 from tests.test_processes import ROOT
 from tests.test_service_processes import (
+    CLIENT_TOKEN,
+    TOKENS_FILE,
     Store,
     aws_environment,
     create_run,
@@ -69,7 +71,7 @@ def test_the_store_from_a_config_file(
     root = s3_endpoint.storage(bucket)
     store = Store(("--store-config", str(path)), aws_environment(s3_endpoint, tmp_path / "home"), root)
     service = start_runservice(store)
-    client = RunServiceClient(service.url)
+    client = RunServiceClient(service.url, token=CLIENT_TOKEN)
     try:
         run = create_run(client, ONE_TASK)
         keys = store.keys()
@@ -84,7 +86,14 @@ def test_the_store_from_a_config_file(
 def test_a_file_url_is_a_posix_store(tmp_path: Path) -> None:
     folder = tmp_path / "by url"  # %-encoded in the URL
     service = start(
-        "runstore", "runservice", "--store", folder.as_uri(), "--listen", "127.0.0.1:0", "--no-tokens"
+        "runstore",
+        "runservice",
+        "--store",
+        folder.as_uri(),
+        "--listen",
+        "127.0.0.1:0",
+        "--tokens",
+        str(TOKENS_FILE),
     )
     try:
         assert folder.is_dir() and any(folder.rglob("lease"))
@@ -214,9 +223,16 @@ class Forwarder:
 
 def test_the_runservice_fetches_through_the_advertised_url(tmp_path: Path) -> None:
     runservice = start(
-        "runstore", "runservice", "--store", str(tmp_path / "store"), "--listen", "127.0.0.1:0", "--no-tokens"
+        "runstore",
+        "runservice",
+        "--store",
+        str(tmp_path / "store"),
+        "--listen",
+        "127.0.0.1:0",
+        "--tokens",
+        str(TOKENS_FILE),
     )
-    client = RunServiceClient(runservice.url)
+    client = RunServiceClient(runservice.url, token=CLIENT_TOKEN)
     try:
         with Forwarder("127.0.0.2") as forwarder:
             executor = start_executor(runservice, tmp_path / "executor", 2, "--advertise-url", forwarder.url)

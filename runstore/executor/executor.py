@@ -13,15 +13,24 @@ Stopping a task kills its running command's process group: SIGTERM, then SIGKILL
 ``KILL_GRACE`` seconds (:mod:`runstore.executor.steps`). :meth:`Executor.stop`
 (and SIGTERM or SIGINT of ``main``) stops every task first, before anything else.
 
+Run as root, it runs each task's steps as a uid of its own (``task_uids``, held while
+the task's folder exists), so that tasks cannot read each other's environment or
+workspace; not root, it runs one task at a time, unless ``shared_user`` lets all tasks
+share its user (:func:`task_isolation`; docs/runservice.md, "Task isolation").
+
 Run it with ``python -m runstore executor --runservice URL --data DIR --id ID``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import re
 import shutil
 import signal
+import stat
 import sys
 import threading
 import time
@@ -29,7 +38,10 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+import attrs
+
 from runstore.clock import now
+from runstore.contract.auth import Role, TokenBook, TokenError, Tokens, read_secret
 from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import ServiceError
 from runstore.contract.http import ServerThread, add_listen_argument
@@ -39,18 +51,80 @@ from runstore.executor.app import ExecutorApp
 from runstore.executor.files import TaskFiles
 from runstore.executor.steps import StepLog
 from runstore.executor.task import (
+    DEFAULT_TASK_UIDS,
     ENDED,
     RESTARTED,
     STOPPED,
     UNASSIGNED,
     TaskRunner,
+    TaskUsers,
+    check_task_uids,
     status_of,
 )
 from runstore.ids import check_id
 
 log = logging.getLogger(__name__)
 
+TOKEN_VARIABLE = "RUNSTORE_EXECUTOR_TOKEN"
+"""The environment variable of the executor's own token, without ``--token-file``."""
+RUNSERVICE_TOKENS_VARIABLE = "RUNSTORE_RUNSERVICE_TOKENS"
+"""The environment variable of the runservice tokens the executor accepts (without
+``--runservice-tokens-file``)."""
 STOP_TIMEOUT = 15.0  # seconds that stop() waits for the stopped tasks' final reports
+
+
+@attrs.frozen
+class TaskIsolation:
+    """How an executor runs its tasks' steps (:func:`task_isolation` decides)."""
+
+    own_users: bool  # each task as a uid of its own; else all as the executor's user
+    active_tasks_limit: int  # the tasks it runs at once
+    warning: str  # what it says at start ("": nothing)
+
+
+def task_isolation(*, is_root: bool, shared_user: bool, active_tasks_limit: int) -> TaskIsolation:
+    """Each task as a uid of its own if root and not ``shared_user``; else all tasks as the executor's
+    user, one at a time unless ``shared_user``.
+    """
+    if shared_user:
+        who = "root" if is_root else "the executor's user"
+        return TaskIsolation(
+            False,
+            active_tasks_limit,
+            f"shared user (--shared-user): every task runs as {who}, so tasks can read each other's "
+            "environment and workspace, and the executor's",
+        )
+    if is_root:
+        return TaskIsolation(True, active_tasks_limit, "")
+    than = "" if active_tasks_limit == 1 else f" (not {active_tasks_limit})"
+    return TaskIsolation(
+        False,
+        1,
+        "not running as root, so tasks cannot run as users of their own: running one task at a "
+        f"time{than}; --shared-user runs {active_tasks_limit} at once, all as this user, not isolated",
+    )
+
+
+def mapped(ids: range, map_file: str | Path) -> bool:
+    """Whether every id of ``ids`` is mapped in this user namespace by ``map_file`` (True if there is none).
+
+    ``map_file`` is ``/proc/self/uid_map`` or ``gid_map``: lines of ``inside outside count``.
+    """
+    try:
+        lines = Path(map_file).read_text().splitlines()
+    except FileNotFoundError:
+        return True
+    spans: list[tuple[int, int]] = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 3:
+            spans.append((int(fields[0]), int(fields[0]) + int(fields[2])))
+    covered = ids.start  # every id below this one is mapped
+    for start, end in sorted(spans):
+        if start > covered:
+            break
+        covered = max(covered, end)
+    return covered >= ids.stop
 
 
 def check_advertise_url(url: str) -> str:
@@ -69,7 +143,10 @@ class Executor:
     """An executor with the id ``executor_id``, keeping its tasks' files under ``data_dir``.
 
     It reports ``advertise_url`` to the runservice as where to fetch its files (the URL of
-    its bound address if None): a URL that reaches it from the runservice's host.
+    its bound address if None): a URL that reaches it from the runservice's host. As root,
+    it runs each task as a uid of ``task_uids`` (uids without accounts, not shared with
+    another executor on the machine); ``shared_user`` runs every task as its own user
+    (:func:`task_isolation`, :attr:`isolation`).
     """
 
     def __init__(
@@ -83,6 +160,10 @@ class Executor:
         port: int = 0,
         interval: float = 0.5,
         advertise_url: str | None = None,
+        shared_user: bool = False,
+        task_uids: range = DEFAULT_TASK_UIDS,
+        token: str | None = None,
+        runservice_tokens: Tokens | None = None,
     ) -> None:
         self.id = check_id("executor id", executor_id)
         self.advertise_url = None if advertise_url is None else check_advertise_url(advertise_url)
@@ -90,14 +171,32 @@ class Executor:
             raise ValueError(f"active_tasks_limit is at least 1, not {active_tasks_limit}")
         if interval <= 0:
             raise ValueError(f"interval is over 0, not {interval}")
-        self.active_tasks_limit = active_tasks_limit
+        self.isolation = task_isolation(
+            is_root=os.geteuid() == 0, shared_user=shared_user, active_tasks_limit=active_tasks_limit
+        )
+        self.active_tasks_limit = self.isolation.active_tasks_limit
         self.interval = interval
         self.tasks_dir = Path(data_dir) / "tasks"
+        self._users: TaskUsers | None = None
+        check_task_uids(task_uids)
+        if self.isolation.own_users:
+            for kind in ("uid", "gid"):
+                if not mapped(task_uids, f"/proc/self/{kind}_map"):
+                    raise ValueError(
+                        f"task uids {task_uids.start}-{task_uids[-1]} are not all mapped {kind}s here"
+                    )
+            self._users = TaskUsers(task_uids)
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
-        self._client = RunServiceClient(runservice_url)
-        self._server = ServerThread(ExecutorApp(self.tasks_dir), host, port)
+        if self._users is not None:
+            self.tasks_dir.chmod(0o711)  # task users may pass, not list the tasks
+            self._adopt_folders(self._users)
+        self._client = RunServiceClient(runservice_url, token=token)
+        if runservice_tokens is None:
+            log.warning("executor %s: its API takes no tokens: anyone may read its tasks' files", self.id)
+        self._server = ServerThread(ExecutorApp(self.tasks_dir, tokens=runservice_tokens), host, port)
         self._runners: dict[str, TaskRunner] = {}
         self._orphans_noted: set[str] = set()
+        self._waiting_for_uids: set[str] = set()  # tasks told to wait for a free uid
         self._lock = threading.Lock()  # one run_once at a time
         self._runners_lock = threading.Lock()  # guards changes of _runners, and stop()'s reads
         self._stopping = threading.Event()
@@ -117,12 +216,43 @@ class Executor:
         """The URL it reports to the runservice: ``advertise_url``, else :attr:`url`."""
         return self.url if self.advertise_url is None else self.advertise_url
 
+    def _adopt_folders(self, users: TaskUsers) -> None:
+        """Count the uids owning the workspaces of earlier tasks' folders as theirs, until removed."""
+        for entry in self.tasks_dir.iterdir():
+            try:
+                status = os.lstat(entry / "workspace")
+            except OSError:
+                continue
+            if stat.S_ISDIR(status.st_mode):
+                users.adopt(entry.name, status.st_uid)
+
+    def _say_isolation(self) -> None:
+        """Log how tasks run, and a warning if they are not isolated, or cannot reach their workspace."""
+        if self.isolation.warning:
+            log.warning("executor %s: %s", self.id, self.isolation.warning)
+        if self._users is None:
+            return
+        uids = self._users.uids
+        log.info("executor %s: each task runs as a uid of its own, of %d-%d", self.id, uids.start, uids[-1])
+        folder = self.tasks_dir.resolve()
+        for above in (folder, *folder.parents):
+            with contextlib.suppress(OSError):
+                if not os.stat(above).st_mode & stat.S_IXOTH:
+                    log.warning(
+                        "executor %s: other users may not search %s: tasks start in their workspace but "
+                        "cannot reach it by its path (HOME); give the folders above it o+x",
+                        self.id,
+                        above,
+                    )
+                    return
+
     def start(self) -> Executor:
         """Start serving and the loop; the executor itself."""
         with self._state_lock:
             if self._started or self._stopped:
                 raise RuntimeError("an executor starts once")
             self._started = True
+        self._say_isolation()
         self._server.start()
         self._loop_thread.start()
         return self
@@ -153,6 +283,8 @@ class Executor:
                 log.warning("executor %s: task %s did not end in time", self.id, runner.task.id)
         self._server.stop()
         self._client.close()
+        if self._users is not None:
+            self._users.close()
 
     def run_once(self) -> None:
         """One iteration of the loop (nothing once stopped).
@@ -193,7 +325,19 @@ class Executor:
             return
         if task.phase is ExecutorTaskPhase.NOTSTARTED:
             if sum(runner.alive for runner in self._runners.values()) < self.active_tasks_limit:
-                runner = TaskRunner(task, TaskFiles.of(self.tasks_dir, task.id), self._client, self.id)
+                files = TaskFiles.of(self.tasks_dir, task.id)
+                user = None
+                if self._users is not None:
+                    user = self._users.acquire(task.id)
+                    if user is None:
+                        if task.id not in self._waiting_for_uids:
+                            log.warning(
+                                "executor %s: task %s waits: every task uid is taken", self.id, task.id
+                            )
+                        self._waiting_for_uids.add(task.id)
+                        return
+                    self._waiting_for_uids.discard(task.id)
+                runner = TaskRunner(task, files, self._client, self.id, user)
                 with self._runners_lock:
                     if self._stopping.is_set():
                         return  # stop() is cancelling the runners it knows of
@@ -218,8 +362,13 @@ class Executor:
         log.warning("executor %s: task %s ran before a restart: marked failed", self.id, task.id)
 
     def _remove_unassigned(self, assigned: dict[str, ExecutorTask]) -> None:
-        """Stop the tasks no longer assigned that still run; delete the folders of the others."""
+        """Stop the tasks no longer assigned that still run; delete the folders of the others.
+
+        A task's uid is released once its folder is gone, after its processes are killed.
+        """
         local = set(self._runners)
+        if self._users is not None:
+            local.update(self._users.held())
         try:
             local.update(entry.name for entry in self.tasks_dir.iterdir() if entry.is_dir())
         except OSError as exc:
@@ -233,6 +382,7 @@ class Executor:
             with self._runners_lock:
                 self._runners.pop(task_id, None)
             self._orphans_noted.discard(task_id)
+            self._waiting_for_uids.discard(task_id)
             folder = self.tasks_dir / task_id
             try:
                 if folder.exists():
@@ -240,6 +390,9 @@ class Executor:
                     log.info("executor %s: removed the folder of task %s", self.id, task_id)
             except OSError as exc:
                 log.warning("executor %s: cannot remove %s: %s", self.id, folder, exc)
+                continue
+            if self._users is not None:
+                self._users.release(task_id)
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -271,6 +424,16 @@ def _advertise_url(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _task_uids(text: str) -> range:
+    match = re.fullmatch(r"([0-9]+)-([0-9]+)", text)
+    try:
+        if match is None:
+            raise ValueError(f"task uids are FIRST-LAST, e.g. 200000-299999, not {text!r}")
+        return check_task_uids(range(int(match[1]), int(match[2]) + 1))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The executor's command-line options (``python -m runstore executor``)."""
     parser.add_argument("--runservice", required=True, metavar="URL", help="the runservice's base URL")
@@ -284,12 +447,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="the URL the runservice reaches it at (default: that of --listen)",
     )
+    first, last = DEFAULT_TASK_UIDS.start, DEFAULT_TASK_UIDS[-1]
+    parser.add_argument(
+        "--task-uids",
+        type=_task_uids,
+        default=DEFAULT_TASK_UIDS,
+        metavar="FIRST-LAST",
+        help=f"as root, the uids tasks run as, one a task, no accounts ({first}-{last})",
+    )
+    tokens = parser.add_argument_group("tokens (never on the command line: from files or the environment)")
+    tokens.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"the executor's own token, presented to the runservice (default: ${TOKEN_VARIABLE})",
+    )
+    tokens.add_argument(
+        "--runservice-tokens-file",
+        metavar="FILE",
+        help="the runservice's tokens it accepts, whitespace-separated"
+        f" (default: ${RUNSERVICE_TOKENS_VARIABLE})",
+    )
+    tokens.add_argument(
+        "--no-tokens", action="store_true", help="present and ask for no token (a trusted network only)"
+    )
+    parser.add_argument(
+        "--shared-user",
+        action="store_true",
+        help="run every task as the executor's user, --limit at once, not isolated from each other "
+        "(default: as root each task as a uid of its own, else one task at a time)",
+    )
+
+
+def _tokens(args: argparse.Namespace) -> tuple[str | None, TokenBook | None]:
+    """The executor's own token and the runservice's it accepts; ``TokenError`` if one is
+    missing and ``--no-tokens`` was not given."""
+    if args.no_tokens:
+        return None, None
+    token = read_secret(args.token_file, TOKEN_VARIABLE)
+    accepted = read_secret(args.runservice_tokens_file, RUNSERVICE_TOKENS_VARIABLE)
+    if token is None or accepted is None:
+        raise TokenError(
+            f"give the executor's token (--token-file or ${TOKEN_VARIABLE}) and the runservice's"
+            f" (--runservice-tokens-file or ${RUNSERVICE_TOKENS_VARIABLE}), or --no-tokens"
+        )
+    return token, TokenBook.of(Role.RUNSERVICE, accepted.split())
 
 
 def run(args: argparse.Namespace) -> int:
     """Run an executor until SIGTERM or SIGINT; print ``LISTENING <url>`` once it serves."""
     host, port = args.listen
     try:
+        token, accepted = _tokens(args)
         executor = Executor(
             args.runservice,
             args.data,
@@ -298,6 +506,10 @@ def run(args: argparse.Namespace) -> int:
             host=host,
             port=port,
             advertise_url=args.advertise_url,
+            shared_user=args.shared_user,
+            task_uids=args.task_uids,
+            token=token,
+            runservice_tokens=accepted,
         )
     except (ValueError, OSError) as exc:
         print(f"executor: {exc}", file=sys.stderr)

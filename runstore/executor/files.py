@@ -1,8 +1,10 @@
 """An executor's files for one task, and the tars it saves and extracts.
 
-Layout under ``<data dir>/tasks/<task id>/``: ``workspace/`` (where steps run),
-``logs/setup.log``, ``logs/steps/<n>.log``, ``archives/<n>.tar`` (save-to-workspace
-steps) and ``tmp/`` (downloads and caches being made).
+Layout under ``<data dir>/tasks/<task id>/`` (mode 0711, the executor's): ``workspace/``
+(where steps run; 0700, the task user's), ``logs/setup.log``, ``logs/steps/<n>.log``,
+``archives/<n>.tar`` (save-to-workspace steps) and ``tmp/`` (downloads and caches being
+made); ``logs``, ``archives`` and ``tmp`` are 0700 and the executor's, so a task user can
+neither read nor replace them (docs/runservice.md, "Task isolation").
 
 Tars are read and written by this module's own checks, not by tarfile's extraction
 filters: every file is opened relative to a folder descriptor of the workspace, without
@@ -50,6 +52,17 @@ LIMITS = ArchiveLimits()
 
 
 @attrs.frozen
+class TaskUser:
+    """The user a task's steps run as: uid ``uid``, the gid of the same number, no other groups."""
+
+    uid: int
+
+    @property
+    def gid(self) -> int:
+        return self.uid
+
+
+@attrs.frozen
 class TaskFiles:
     """Where one task's workspace, logs and archives are."""
 
@@ -78,10 +91,41 @@ class TaskFiles:
     def tmp(self) -> Path:
         return self.root / "tmp"
 
-    def create(self) -> None:
-        """Make the task's folders."""
-        for folder in (self.workspace, self.step_log(0).parent, self.archive(0).parent, self.tmp):
-            folder.mkdir(parents=True, exist_ok=True)
+    def create(self, user: TaskUser | None = None) -> None:
+        """Make the task's folders with the modes of the layout, the workspace owned by ``user`` if given.
+
+        Folders that exist are kept (their mode and owner set); none is entered through a symlink.
+        """
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self.root, 0o700)
+        root = os.open(self.root, _DIR_FLAGS)
+        try:
+            os.fchmod(root, 0o711)
+            for parts in (("logs",), ("logs", "steps"), ("archives",), ("tmp",)):
+                os.close(_private_folder(root, parts, None))
+            os.close(_private_folder(root, ("workspace",), user))
+        finally:
+            os.close(root)
+
+
+def _private_folder(root: int, parts: tuple[str, ...], user: TaskUser | None) -> int:
+    """A descriptor of folder ``parts`` under ``root``, made if missing, 0700, ``user``'s if given."""
+    current = os.dup(root)
+    try:
+        for part in parts:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o700, dir_fd=current)
+            inner = os.open(part, _DIR_FLAGS, dir_fd=current)
+            os.close(current)
+            current = inner
+        if user is not None:
+            os.fchown(current, user.uid, user.gid)
+        os.fchmod(current, 0o700)
+    except BaseException:
+        os.close(current)
+        raise
+    return current
 
 
 def workspace_path(workspace: Path, path: str) -> str:
@@ -102,7 +146,8 @@ def workspace_path(workspace: Path, path: str) -> str:
     root = workspace.resolve()
     resolved = (root / normal).resolve()
     if resolved != root and root not in resolved.parents:
-        raise ArchiveError(f"path {path!r} escapes the workspace (through a symlink, to {resolved})")
+        # not where it leads: the executor, root, may see where the task may not
+        raise ArchiveError(f"path {path!r} escapes the workspace (through a symlink)")
     return normal
 
 
@@ -171,6 +216,8 @@ def write_tar(
     destination: Path,
     note: Callable[[str], None],
     limits: ArchiveLimits = LIMITS,
+    *,
+    owner: TaskUser | None = None,
 ) -> int:
     """Tar ``paths`` of ``workspace`` (recursively) into ``destination``; the member count.
 
@@ -178,8 +225,10 @@ def write_tar(
     one, and fails the whole tar if ``link_target_problem`` finds its target may lead out;
     a path through a symlink fails too. Hard-linked files are stored as separate files.
     Devices and FIFOs are skipped, each with a ``note`` (sockets too, silently). A tar
-    that extraction would refuse by ``limits`` fails. ``destination`` appears complete or
-    not at all.
+    that extraction would refuse by ``limits`` fails, and so does, with ``owner``, an
+    entry whose uid is not ``owner``'s (a hard link to, or a move of, another user's file
+    would otherwise be read with the executor's rights). ``destination`` appears complete
+    or not at all.
     """
     normals = [workspace_path(workspace, path) for path in paths]
     for path, normal in zip(paths, normals, strict=True):
@@ -188,10 +237,10 @@ def write_tar(
     partial = destination.with_name(destination.name + ".partial")
     try:
         with contextlib.ExitStack() as stack:
-            root = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            root = os.open(workspace, _DIR_FLAGS)
             stack.callback(os.close, root)
             tar = stack.enter_context(tarfile.open(partial, "w", format=tarfile.PAX_FORMAT))
-            writer = _Writer(tar, note, limits)
+            writer = _Writer(tar, note, limits, None if owner is None else owner.uid)
             for path, normal in zip(paths, normals, strict=True):
                 parts = member_parts(normal, limits)
                 with _walk(root, parts[:-1], create=False, what=f"path {path!r}") as parent:
@@ -212,6 +261,7 @@ class _Writer:
     tar: tarfile.TarFile
     note: Callable[[str], None]
     limits: ArchiveLimits
+    owner: int | None  # the uid every entry must have, if any
     count: int = 0
     size: int = 0
 
@@ -220,6 +270,7 @@ class _Writer:
         parts = member_parts(arcname, self.limits)
         try:
             status = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            self._check_owner(arcname, status)  # before anything is opened
             if stat.S_ISDIR(status.st_mode):
                 self.add_folder(os.open(name, _DIR_FLAGS, dir_fd=parent), arcname)
             elif stat.S_ISREG(status.st_mode):
@@ -249,7 +300,8 @@ class _Writer:
             os.close(folder)
 
     def _add_file(self, parent: int, name: str, arcname: str) -> None:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        fd = os.open(name, flags, dir_fd=parent)
         with os.fdopen(fd, "rb") as file:
             status = os.fstat(fd)
             if not stat.S_ISREG(status.st_mode):
@@ -263,7 +315,14 @@ class _Writer:
             info.size = status.st_size
             self.tar.addfile(info, file)
 
+    def _check_owner(self, arcname: str, status: os.stat_result) -> None:
+        if self.owner is not None and status.st_uid != self.owner:
+            raise ArchiveError(
+                f"cannot archive {arcname}: it is uid {status.st_uid}'s, not the task's ({self.owner})"
+            )
+
     def _info(self, arcname: str, status: os.stat_result, kind: bytes) -> tarfile.TarInfo:
+        self._check_owner(arcname, status)
         self.count += 1
         if self.count > self.limits.members:
             raise ArchiveError(f"cannot archive {arcname}: over {self.limits.members} entries")
@@ -275,24 +334,28 @@ class _Writer:
         return info
 
 
-def extract_tar(archive: Path, workspace: Path, limits: ArchiveLimits = LIMITS) -> int:
+def extract_tar(
+    archive: Path, workspace: Path, limits: ArchiveLimits = LIMITS, *, owner: TaskUser | None = None
+) -> int:
     """Extract ``archive`` into ``workspace``; the member count.
 
     Only regular files, folders and symlinks that ``link_target_problem`` accepts are
     extracted, under names ``member_parts`` accepts, within ``limits``; every member is
     checked before anything is written. Writing never follows a symlink: a member inside a
     symlink (of the archive or already in the workspace) is refused, a file or symlink
-    member replaces a file or symlink of its name. A refusal raises ``ArchiveError``
-    naming the member and the rule; members before it stay extracted, each complete.
+    member replaces a file or symlink of its name. What extraction makes (files, symlinks,
+    folders) is ``owner``'s if given, changed through its descriptor (a symlink: by name,
+    not followed). A refusal raises ``ArchiveError`` naming the member and the rule;
+    members before it stay extracted, each complete.
     """
     try:
         with contextlib.ExitStack() as stack:
             tar = stack.enter_context(tarfile.open(archive, "r:"))
             members = _checked_members(tar, limits)
-            root = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            root = os.open(workspace, _DIR_FLAGS)
             stack.callback(os.close, root)
             for member, parts in members:
-                _extract_member(tar, root, member, parts)
+                _extract_member(tar, root, member, parts, owner)
     except tarfile.TarError as exc:
         raise ArchiveError(f"cannot extract the archive: {exc}") from exc
     except OSError as exc:
@@ -349,9 +412,16 @@ def _checked_members(
     return members
 
 
-def _extract_member(tar: tarfile.TarFile, root: int, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+def _extract_member(
+    tar: tarfile.TarFile,
+    root: int,
+    member: tarfile.TarInfo,
+    parts: tuple[str, ...],
+    owner: TaskUser | None,
+) -> None:
     what = f"member {member.name!r}"
-    with _walk(root, parts if member.isdir() else parts[:-1], create=True, what=what) as parent:
+    folder = parts if member.isdir() else parts[:-1]
+    with _walk(root, folder, create=True, what=what, owner=owner) as parent:
         if member.isdir():
             return
         name = parts[-1]
@@ -359,8 +429,10 @@ def _extract_member(tar: tarfile.TarFile, root: int, member: tarfile.TarInfo, pa
         try:
             if member.issym():
                 os.symlink(member.linkname, temporary, dir_fd=parent)
+                if owner is not None:
+                    os.chown(temporary, owner.uid, owner.gid, dir_fd=parent, follow_symlinks=False)
             else:
-                _write_file(tar, member, parent, temporary)
+                _write_file(tar, member, parent, temporary, owner)
             os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
         except BaseException as exc:
             with contextlib.suppress(OSError):
@@ -370,7 +442,9 @@ def _extract_member(tar: tarfile.TarFile, root: int, member: tarfile.TarInfo, pa
             raise
 
 
-def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, temporary: str) -> None:
+def _write_file(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, temporary: str, owner: TaskUser | None
+) -> None:
     mode = stat.S_IMODE(member.mode) & 0o755
     mode = (mode if mode & 0o100 else mode & ~0o111) | 0o600
     source = tar.extractfile(member)
@@ -386,22 +460,37 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, temp
             target.write(chunk)
             left -= len(chunk)
         target.flush()
+        if owner is not None:
+            os.fchown(target.fileno(), owner.uid, owner.gid)
         os.fchmod(target.fileno(), mode)
         with contextlib.suppress(OverflowError, ValueError):
             os.utime(target.fileno(), (member.mtime, member.mtime))
 
 
 @contextlib.contextmanager
-def _walk(root: int, parts: tuple[str, ...], *, create: bool, what: str) -> Iterator[int]:
-    """A descriptor of folder ``parts`` under ``root``, entered one element at a time, no symlink followed."""
+def _walk(
+    root: int, parts: tuple[str, ...], *, create: bool, what: str, owner: TaskUser | None = None
+) -> Iterator[int]:
+    """A descriptor of folder ``parts`` under ``root``, entered one element at a time, no symlink followed.
+
+    With ``create``, missing folders are made, ``owner``'s if given.
+    """
     current = os.dup(root)
     try:
         for index, part in enumerate(parts):
             try:
+                made = False
                 if create:
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(part, 0o755, dir_fd=current)
+                        made = True
                 inner = os.open(part, _DIR_FLAGS, dir_fd=current)
+                if made and owner is not None:
+                    try:
+                        os.fchown(inner, owner.uid, owner.gid)
+                    except BaseException:
+                        os.close(inner)
+                        raise
             except OSError as exc:
                 shown = "/".join(parts[: index + 1])
                 if exc.errno in _NOT_A_FOLDER:

@@ -1,7 +1,8 @@
 """What each kind of step does on an executor, writing what it does to the step's log.
 
 A step function returns the exit code of its command (RUN) or None, and raises
-:class:`StepError` when the step fails.
+:class:`StepError` when the step fails. With a :class:`TaskUser`, a command runs as that
+user (its uid and gid, no other groups, umask 077), and what restores extract is that user's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import attrs
 
@@ -23,10 +24,12 @@ from runstore.contract.errors import ServiceError
 from runstore.contract.http import Download
 from runstore.contract.model import ExecutorTask, Step, StepKind
 from runstore.errors import InvalidIdError
-from runstore.executor.files import ArchiveError, TaskFiles, extract_tar, write_tar
+from runstore.executor.files import ArchiveError, TaskFiles, TaskUser, extract_tar, write_tar
 from runstore.ids import check_archive_step, check_id
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL when a running command is stopped
+SWEEP_TIMEOUT = 5.0  # seconds that killing a task user's processes may take, per attempt
+SWEEP_ATTEMPTS = 3
 _POLL = 0.05
 _CHUNK = 1 << 16
 
@@ -41,11 +44,12 @@ class StepError(Exception):
 
 
 class StepLog:
-    """A log file that lines are appended to, each written through at once."""
+    """A log file that lines are appended to, each written through at once (made with mode 0600)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file: IO[bytes] = path.open("ab", buffering=0)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._file: IO[bytes] = os.fdopen(fd, "ab", buffering=0)
 
     def line(self, text: str) -> None:
         self._file.write(text.encode(errors="replace") + b"\n")
@@ -107,6 +111,7 @@ class StepContext:
     client: RunServiceClient
     environment: dict[str, str]
     cancellation: Cancellation
+    user: TaskUser | None = None  # None: commands run as the executor's user
 
 
 StepFunction = Callable[[StepContext, int, Step, StepLog], int | None]
@@ -129,12 +134,13 @@ def _run(context: StepContext, index: int, step: Step, out: StepLog) -> int:
     try:
         process = subprocess.Popen(
             ["/bin/sh", "-c", step.command],
-            cwd=context.files.workspace,
+            cwd=context.files.workspace,  # entered before the user switch: its parents need no o+x
             env=context.environment,
             stdin=subprocess.DEVNULL,
-            stdout=out.fileno(),
+            stdout=out.fileno(),  # the step writes its log through this descriptor, not by its path
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            **as_user(context.user),
         )
     except (OSError, ValueError) as exc:
         raise StepError(f"cannot start /bin/sh: {exc}") from exc
@@ -194,6 +200,43 @@ def _kill_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(process.pid, sig)
 
 
+def as_user(user: TaskUser | None) -> dict[str, Any]:
+    """The ``subprocess.Popen`` options that run a process as ``user`` (none for None)."""
+    if user is None:
+        return {}
+    return {"user": user.uid, "group": user.gid, "extra_groups": [], "umask": 0o077}
+
+
+def kill_processes_of(user: TaskUser) -> bool:
+    """SIGKILL every process running as ``user``'s uid; whether that was done.
+
+    A shell running as ``user`` calls ``kill(-1, SIGKILL)``, which the kernel applies to
+    all the uid's processes at once (not the shell itself), so none forks in between and
+    no pid can be reused meanwhile. Tried ``SWEEP_ATTEMPTS`` times if the shell is killed
+    (by a process of the uid doing the same), each for at most ``SWEEP_TIMEOUT`` seconds.
+    """
+    for _ in range(SWEEP_ATTEMPTS):
+        sweeper = subprocess.Popen(
+            ["/bin/sh", "-c", "kill -s KILL -- -1"],
+            cwd="/",
+            env={"PATH": os.defpath},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            **as_user(user),
+        )
+        try:
+            code = sweeper.wait(SWEEP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            sweeper.kill()
+            sweeper.wait()
+            continue
+        if code >= 0:  # 0: processes were killed; 1: there were none
+            return True
+    return False
+
+
 def _save_to_workspace(context: StepContext, index: int, step: Step, out: StepLog) -> None:
     archive = context.files.archive(index)
     out.line(f"archiving {_listing(step.paths)} of the workspace into archive {index}")
@@ -216,7 +259,7 @@ def _restore_workspace(context: StepContext, index: int, step: Step, out: StepLo
         download = context.files.tmp / f"restore-{index}.tar"
         try:
             size = _save_stream(context.client.archive(task_id, archive_step), download)
-            count = _extract(download, context.files.workspace)
+            count = _extract(download, context)
         except ServiceError as exc:
             raise StepError(
                 f"cannot fetch the archive of step {archive_step} of task {task_id}: {exc}"
@@ -263,7 +306,7 @@ def _restore_cache(context: StepContext, index: int, step: Step, out: StepLog) -
             return None
         key = found.key
         size = _save_stream(found.stream, download)
-        count = _extract(download, context.files.workspace)
+        count = _extract(download, context)
     except ServiceError as exc:
         raise StepError(f"cannot fetch the cache: {exc}") from exc
     finally:
@@ -274,14 +317,14 @@ def _restore_cache(context: StepContext, index: int, step: Step, out: StepLog) -
 
 def _tar(context: StepContext, paths: list[str], destination: Path, out: StepLog) -> int:
     try:
-        return write_tar(context.files.workspace, paths, destination, out.line)
+        return write_tar(context.files.workspace, paths, destination, out.line, owner=context.user)
     except ArchiveError as exc:
         raise StepError(str(exc)) from exc
 
 
-def _extract(archive: Path, workspace: Path) -> int:
+def _extract(archive: Path, context: StepContext) -> int:
     try:
-        return extract_tar(archive, workspace)
+        return extract_tar(archive, context.files.workspace, owner=context.user)
     except ArchiveError as exc:
         raise StepError(str(exc)) from exc
 
