@@ -6,8 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,19 +31,10 @@ from runstore.executor.executor import Executor
 from runstore.runservice import logs
 from runstore.runservice.api import serve
 from runstore.runservice.service import RunService
+from tests.waiting import wait_for
 
 T = TypeVar("T")
 GROUP = "/project/p1/branch/main"
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value is not None:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @attrs.define

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -47,6 +46,7 @@ from runstore.runservice.runs import Runs
 from runstore.runservice.scheduler import Scheduler
 from runstore.runservice.service import RunService
 from runstore.runservice.state import Documents, State
+from tests.waiting import wait_for
 
 T = TypeVar("T")
 GROUP = "/project/p1/branch/main"
@@ -225,16 +225,6 @@ class WatchedStorage(MemoryStorage):
         if not name.startswith("_") and callable(value) and super().__getattribute__("changing").active:
             super().__getattribute__("violations").append(name)
         return value
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value is not None:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_no_change_function_does_storage_or_http_io(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TypeVar
@@ -47,6 +47,7 @@ from runstore.runservice.lease import LEASE_KEY
 from runstore.runservice.service import RunService
 from runstore.runservice.state import State
 from runstore.runservice.tasks import fresh_task
+from tests.waiting import wait_for
 
 T = TypeVar("T")
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -56,19 +57,6 @@ HELLO = RunConfig([TaskConfig("hello", [Step(StepKind.RUN, command="echo hello")
 TWO = RunConfig([TaskConfig("build", [Step(StepKind.RUN, command="make"), Step(StepKind.RUN, command="ok")])])
 SUCCEEDED = StepState(ExecutorTaskPhase.SUCCESS, exit_code=0)
 POLL = 0.05
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) -> T:
-    """``probe()`` once it is not None; AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / POLL) + 1):
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            break
-        time.sleep(POLL)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def snapshot(service: RunService) -> dict[str, bytes]:

@@ -8,8 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,6 +34,7 @@ from runstore.contract.model import (
 from runstore.contract.routes import RunServiceRoutes as R
 from tests.conftest import S3Endpoint
 from tests.test_processes import ROOT
+from tests.waiting import wait_for
 
 T = TypeVar("T")
 
@@ -177,16 +177,6 @@ def start_executor(runservice: Service, folder: Path, limit: int = 2, *args: str
         str(RUNSERVICE_TOKENS_FILE),
         *args,
     )
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def create_run(client: RunServiceClient, config: RunConfig) -> Run:

@@ -153,6 +153,8 @@ def read_secret(path: str | None, variable: str) -> str | None:
     variable ``variable``; None if neither gives one. Never from the command line."""
     if path is not None:
         try:
+            if Path(path).stat().st_mode & 0o077:
+                log.warning("%s can be read by other users (a task, say): make it 0600", path)
             return Path(path).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise TokenError(f"cannot read {path!r}: {exc}") from exc
