@@ -61,7 +61,8 @@ def test_each_route_has_a_handler_and_a_client_method(table: type, app: type, cl
     names = [name for name, _ in routes_of(table)]
     assert names and all(callable(getattr(app, name)) for name in names)
     methods = {name for name, value in vars(client).items() if inspect.isfunction(value)}
-    assert methods == set(names)
+    assert set(names) <= methods
+    assert methods - set(names) <= {"follow_log"}  # built on run_log: it asks again as the log grows
     rules = {(rule.rule, *sorted(rule.methods or ())) for rule in app._map.iter_rules()}
     assert len(rules) == len(names)  # no two routes alike
 
