@@ -70,7 +70,6 @@ def add_listen_argument(parser: argparse.ArgumentParser, port: int) -> None:
 
 MAX_JSON_BODY = 1 << 20
 """The most bytes a JSON request body may have, however it is sent."""
-Handler = Callable[..., Response]
 
 
 IDENTITY = "runstore.identity"
