@@ -12,7 +12,7 @@ DEFAULT_STORE = runservice_cli.DEFAULT_STORE
 
 
 def main(argv: list[str] | None = None) -> int:
-    from runstore.executor import executor
+    from runstore.executor import cli as executor_cli
 
     parser = argparse.ArgumentParser(prog="python -m runstore")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -23,10 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     executor_parser = commands.add_parser(
         "executor", help="run an executor: the tasks a runservice assigns it"
     )
-    executor.add_arguments(executor_parser)
+    executor_cli.add_arguments(executor_parser)
     args = parser.parse_args(argv)
     if args.command == "executor":
-        return executor.run(args)
+        return executor_cli.run(args)
     level = logging.INFO if args.command == "runservice" else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     if args.command == "runservice":

@@ -34,7 +34,8 @@ from runstore.contract.model import (
 )
 from runstore.contract.routes import ExecutorRoutes
 from runstore.errors import InvalidIdError
-from runstore.executor.executor import Executor, main
+from runstore.executor.cli import main
+from runstore.executor.executor import Executor
 from runstore.executor.files import ArchiveError, workspace_path, write_tar
 from tests.executor_runservice import RunserviceStandIn
 
@@ -502,7 +503,7 @@ def test_never_more_tasks_at_once_than_the_limit(
 
 def start_cli(runservice: RunserviceStandIn, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
     """An executor process on ``tmp_path/data``, and its URL from its ``LISTENING`` line."""
-    command = [sys.executable, "-m", "runstore.executor.executor", "--runservice", runservice.url]
+    command = [sys.executable, "-m", "runstore", "executor", "--runservice", runservice.url]
     command += [
         "--data",
         str(tmp_path / "data"),

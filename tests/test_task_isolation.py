@@ -33,7 +33,8 @@ from typing import Any
 import pytest
 
 from runstore.contract.model import ArchiveRef, ExecutorTask, ExecutorTaskPhase, Step, StepKind
-from runstore.executor.executor import Executor, main, mapped, task_isolation
+from runstore.executor.cli import main
+from runstore.executor.executor import Executor, mapped, task_isolation
 from runstore.executor.files import ArchiveError, TaskUser, extract_tar, write_tar
 from runstore.executor.task import TaskUsers
 from tests.executor_runservice import RunserviceStandIn
@@ -454,7 +455,7 @@ def test_a_shared_user_keeps_the_limit(
 
 def test_the_command_line_warns_after_listening_first(runservice: RunserviceStandIn, data: Path) -> None:
     """Not root (os.geteuid faked in its process): a warning on stderr, and LISTENING first on stdout."""
-    code = "import os, sys; os.geteuid = lambda: 65534; from runstore.executor.executor import main; "
+    code = "import os, sys; os.geteuid = lambda: 65534; from runstore.executor.cli import main; "
     code += "sys.exit(main(sys.argv[1:]))"
     command = [sys.executable, "-c", code, "--runservice", runservice.url, "--data", str(data)]
     command += ["--id", EXECUTOR_ID, "--limit", "3", "--listen", "127.0.0.1:0", "--no-tokens"]  # a stand-in
