@@ -248,7 +248,7 @@ class RunServiceApp(JsonApp):
         else:
             chunks = logs.read(task, number, int(start))
         response = Response(chunks, content_type="text/plain; charset=utf-8", direct_passthrough=True)
-        response.call_on_close(getattr(chunks, "close", lambda: None))
+        response.call_on_close(chunks.close)
         return response
 
 

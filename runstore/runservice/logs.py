@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import BinaryIO, cast
 
 from objstore import NotExistError as ObjectMissing
@@ -23,6 +23,8 @@ QUIET = 20.0
 MAX_FOLLOWERS = 4
 """Logs followed at once: each holds one of the server's worker threads."""
 _CHUNK = 1 << 16
+Chunks = Generator[bytes, None, None]
+"""A log's bytes as they are read; closing it closes what it reads."""
 
 
 class Logs:
@@ -33,7 +35,7 @@ class Logs:
         self._fetcher = fetcher
         self._followers = threading.BoundedSemaphore(MAX_FOLLOWERS)
 
-    def read(self, task: RunTask, step: int | str, start: int = 0) -> Iterator[bytes]:
+    def read(self, task: RunTask, step: int | str, start: int = 0) -> Chunks:
         """The log from byte ``start``, as far as it exists now: the run store's copy, else the
         executor's; ``NotExistError`` if neither has it."""
         stream = self._stored(task.id, step, start) or self._on_executor(task.id, step, start)
@@ -41,7 +43,7 @@ class Logs:
             raise NotExistError(f"task {task.name!r} has no log {step!r} (yet)")
         return _chunks(stream)
 
-    def follow(self, run_id: str, task: RunTask, step: int | str, start: int = 0) -> Iterator[bytes]:
+    def follow(self, run_id: str, task: RunTask, step: int | str, start: int = 0) -> Chunks:
         """The log from byte ``start`` as it is written, until its step ended and all of it was
         sent, or :data:`QUIET` seconds passed without a new byte, or :data:`FOLLOW_LIMIT`
         passed (the client then asks again from where it got); ``UnavailableError`` if
@@ -50,7 +52,7 @@ class Logs:
             raise UnavailableError(f"{MAX_FOLLOWERS} logs are followed already; retry later")
         return self._follow(run_id, task.id, step, start)
 
-    def _follow(self, run_id: str, task_id: str, step: int | str, start: int) -> Iterator[bytes]:
+    def _follow(self, run_id: str, task_id: str, step: int | str, start: int) -> Chunks:
         try:
             offset = start
             deadline = time.monotonic() + FOLLOW_LIMIT
@@ -127,7 +129,7 @@ def _ended(executor_task: ExecutorTask, step: int | str) -> bool:
     return step < len(states) and states[step].phase.finished
 
 
-def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+def _chunks(stream: BinaryIO) -> Chunks:
     with stream:
         while chunk := stream.read(_CHUNK):
             yield chunk

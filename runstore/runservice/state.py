@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from objstore import NotExistError as ObjectMissing
@@ -113,13 +113,6 @@ class Documents(Generic[T]):
             for key in self.storage.list_keys(self._prefix)
             if key.endswith(".json")
         ]
-
-    def all(self) -> Iterator[T]:
-        for doc_id in self.ids():
-            try:
-                yield self.get(doc_id)
-            except NotExistError:
-                continue  # deleted meanwhile
 
 
 class State:
