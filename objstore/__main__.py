@@ -1,47 +1,8 @@
-"""``python -m objstore demo [PATH]``: write, list and read back objects in a local posix store."""
+"""``python -m objstore``: the ``objstore`` command line."""
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-from .config import from_config
-
-
-def demo(path: str) -> None:
-    """Show the storage interface on a posix store at ``path``."""
-    storage = from_config({"type": "posix", "path": path})
-    print(f"posix store at {storage.root}")  # type: ignore[attr-defined]
-    for key, text in [
-        ("logs/task-1/setup.log", "cloning repository\n"),
-        ("logs/task-1/steps/0.log", "running tests\n42 passed\n"),
-        ("logs/task-2/setup.log", "restoring cache\n"),
-        ("README", "written by objstore's demo\n"),
-    ]:
-        etag = storage.write(key, text.encode())
-        print(f"wrote {key!r} ({len(text)} bytes, etag {etag})")
-    print("one level below 'logs/task-1/':")
-    for entry in storage.list("logs/task-1/", recursive=False):
-        print(f"  {entry.key}")
-    print("everything, in key order:")
-    for entry in storage.list():
-        print(f"  {entry.key}")
-    print("read back 'logs/task-1/steps/0.log':")
-    with storage.read("logs/task-1/steps/0.log") as stream:
-        sys.stdout.write("  " + stream.read().decode().replace("\n", "\n  ").rstrip() + "\n")
-    storage.close()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m objstore")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", help="write, list and read back objects in a local posix store")
-    demo_parser.add_argument(
-        "path", nargs="?", default="./objstore-data", help="store folder (default ./objstore-data)"
-    )
-    args = parser.parse_args(argv)
-    demo(args.path)
-
+from .cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

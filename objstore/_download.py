@@ -40,11 +40,13 @@ def _local_errors(what: str) -> Iterator[None]:
         raise StorageIOError(exc.errno, f"{what}: {exc.strerror or exc}", exc.filename) from exc
 
 
-def download_to(path: str, fill: Callable[[int], ObjectInfo]) -> ObjectInfo:
+def download_to(path: str, fill: Callable[[int], ObjectInfo], *, replace: bool = True) -> ObjectInfo:
     """Run ``fill`` on the descriptor of a new temporary file (read-write, empty) in ``path``'s
     folder, then rename that file to ``path``; return what ``fill`` returned.
 
-    On any failure the temporary file is removed and ``path`` is left as it was.
+    With ``replace=False`` the file is linked to ``path`` only if nothing is there, else
+    ``FileExistsError``. On any failure the temporary file is removed and ``path`` is left
+    as it was.
     """
     folder, name = os.path.split(os.path.abspath(path))
     fd, temporary = _create_temporary(folder, name)
@@ -54,8 +56,18 @@ def download_to(path: str, fill: Callable[[int], ObjectInfo]) -> ObjectInfo:
         with _local_errors(f"cannot close {temporary!r}"):
             os.close(fd)
             fd = -1
-        with _local_errors(f"cannot rename the download to {path!r}"):
-            os.replace(temporary, path)
+        if replace:
+            with _local_errors(f"cannot rename the download to {path!r}"):
+                os.replace(temporary, path)
+        else:
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                raise  # the caller's condition failed: it says so in its own words
+            except OSError as exc:
+                raise StorageIOError(exc.errno, f"cannot link the download to {path!r}") from exc
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
     except BaseException:
         if fd >= 0:
             os.close(fd)

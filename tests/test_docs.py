@@ -13,7 +13,12 @@ import pytest
 from tests import s3env
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = sorted((ROOT / "docs").glob("*.md"))
+#: The pages with python examples; docs/cli.md shows shell sessions instead (tests/test_cli_docs.py).
+DOCS = sorted(
+    path
+    for path in (ROOT / "docs").glob("*.md")
+    if path.name not in ("cli.md",) and not path.name.startswith("_")
+)
 #: The bucket that S3 examples name; the test runs them on a fresh bucket of the test server.
 EXAMPLE_BUCKET = "my-bucket"
 

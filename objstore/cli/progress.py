@@ -1,0 +1,89 @@
+"""What a long command shows while it works: a bar of bytes (rate, ETA) on a terminal, and a
+line per object done."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from types import TracebackType
+from typing import BinaryIO
+
+from tqdm import tqdm
+
+
+class Progress:
+    """A bar on stderr, shown only if stderr is a terminal and not ``quiet``; lines of what
+    was done on stdout, unless ``quiet``. Safe to use from several threads."""
+
+    def __init__(self, *, quiet: bool, total: int | None = None) -> None:
+        self.quiet = quiet
+        self._lock = threading.Lock()
+        self._bar = tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+            disable=quiet or not sys.stderr.isatty(),
+            dynamic_ncols=True,
+            leave=False,
+        )
+
+    @property
+    def shown(self) -> bool:
+        """Whether the bar is on the terminal."""
+        return not self._bar.disable
+
+    def expect(self, size: int) -> None:
+        """Add ``size`` bytes to the total still to move."""
+        with self._lock:
+            self._bar.total = (self._bar.total or 0) + size
+            self._bar.refresh()
+
+    def advance(self, count: int) -> None:
+        """Count ``count`` bytes moved."""
+        if count:
+            with self._lock:
+                self._bar.update(count)
+
+    def done(self, line: str) -> None:
+        """Say that one object was dealt with (on stdout, above the bar)."""
+        if not self.quiet:
+            with self._lock:
+                if self.shown:
+                    self._bar.write(line, file=sys.stdout)
+                else:
+                    print(line, flush=True)
+
+    def failed(self, line: str) -> None:
+        """Say that one object failed (on stderr, above the bar), even if ``quiet``."""
+        with self._lock:
+            self._bar.write(line, file=sys.stderr)
+
+    def reader(self, stream: BinaryIO) -> BinaryIO:
+        """``stream``, counting the bytes read from it."""
+        return _CountingReader(stream, self)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class _CountingReader:
+    """The ``read`` of a binary stream, counted as progress."""
+
+    def __init__(self, stream: BinaryIO, progress: Progress) -> None:
+        self._stream = stream
+        self._progress = progress
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        self._progress.advance(len(chunk))
+        return chunk

@@ -1,0 +1,212 @@
+"""Copies of one object or file between locations, and the objects under a folder location."""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import stat
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import BinaryIO
+
+import attrs
+
+from .._download import COPY_CHUNK, download_to, write_at
+from ..errors import AlreadyExistsError, InvalidKeyError
+from ..info import ObjectInfo
+from .failures import CommandError
+from .locations import LocalLocation, Location, StoreLocation
+from .progress import Progress
+
+
+@attrs.frozen
+class Entry:
+    """An object or file found under a folder location: where it is, its size, its last
+    change, and its etag (store objects only)."""
+
+    location: Location
+    size: int
+    modified: datetime
+    etag: str | None = None
+
+
+def copy_object(
+    src: Location, dst: Location, progress: Progress, *, no_clobber: bool = False, size: int | None = None
+) -> str:
+    """Copy one object or file of ``size`` bytes (if known) from ``src`` to ``dst``
+    (``no_clobber``: only if ``dst`` is missing, atomically); the verb that says what was done."""
+    if isinstance(src, LocalLocation):
+        if not isinstance(dst, StoreLocation):
+            raise CommandError(src.path, "a copy has a store URL on at least one side")
+        _upload(src, dst, progress, no_clobber)
+        return "upload"
+    if isinstance(dst, LocalLocation):
+        _download(src, dst, progress, no_clobber)
+        return "download"
+    if dst.store_id == src.store_id and not no_clobber:
+        dst.store.copy(src.key, dst.key)  # on the server, in one step, where the backend can
+        progress.advance(size or 0)
+    else:
+        info = src.store.stat(src.key)
+        with src.store.read(src.key, if_match=info.etag) as stream:
+            keeps = src.store.supports_metadata and dst.store.supports_metadata
+            dst.store.write(
+                dst.key,
+                progress.reader(stream),
+                size=info.size,
+                if_none_match=no_clobber,
+                content_type=info.content_type if keeps else None,
+                metadata=info.metadata if keeps else None,
+            )
+    return "copy"
+
+
+def _upload(src: LocalLocation, dst: StoreLocation, progress: Progress, no_clobber: bool) -> None:
+    content_type = None if src.is_stdio else mimetypes.guess_type(src.path)[0]
+    if not dst.store.supports_metadata:
+        content_type = None
+    if src.is_stdio:
+        _write(dst, sys.stdin.buffer, None, progress, no_clobber, content_type)
+        return
+    with open(src.path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        _write(dst, file, size, progress, no_clobber, content_type)
+
+
+def _write(
+    dst: StoreLocation,
+    stream: BinaryIO,
+    size: int | None,
+    progress: Progress,
+    no_clobber: bool,
+    content_type: str | None,
+) -> None:
+    dst.store.write(
+        dst.key, progress.reader(stream), size=size, if_none_match=no_clobber, content_type=content_type
+    )
+
+
+def _download(src: StoreLocation, dst: LocalLocation, progress: Progress, no_clobber: bool) -> None:
+    info = src.store.stat(src.key)
+    if dst.is_stdio:
+        out = sys.stdout.buffer
+        for chunk in read_chunks(src, info, progress):
+            out.write(chunk)
+        out.flush()
+        return
+
+    def fill(fd: int) -> ObjectInfo:
+        offset = 0
+        for chunk in read_chunks(src, info, progress):
+            write_at(fd, memoryview(chunk), offset, src.key)
+            offset += len(chunk)
+        return info
+
+    os.makedirs(os.path.dirname(os.path.abspath(dst.path)), exist_ok=True)
+    try:
+        download_to(dst.path, fill, replace=not no_clobber)
+    except FileExistsError:
+        raise AlreadyExistsError(dst.path) from None
+    stamp = int(info.last_modified.timestamp() * 1e9)
+    os.utime(dst.path, ns=(stamp, stamp))  # as the object's: what sync compares
+
+
+def read_chunks(
+    src: StoreLocation, info: ObjectInfo, progress: Progress | None, start: int = 0, end: int | None = None
+) -> Iterator[bytes]:
+    """The bytes ``[start, end)`` of the version ``info`` of the object, in chunks (counted
+    by ``progress``, if given)."""
+    with src.store.read(src.key, start=start, end=end, if_match=info.etag) as stream:
+        for _ in range(info.size // COPY_CHUNK + 2):  # one more read finds the end
+            chunk = stream.read(COPY_CHUNK)
+            if not chunk:
+                return
+            if progress is not None:
+                progress.advance(len(chunk))
+            yield chunk
+
+
+# -- folders ----------------------------------------------------------------------------
+
+
+def entries(folder: Location) -> dict[str, Entry]:
+    """The objects or files under a folder location, by key relative to it.
+
+    A store's keys ending with "/" (folder markers) are left out; local links are followed
+    to files, never into folders.
+    """
+    found: dict[str, Entry] = {}
+    if isinstance(folder, StoreLocation):
+        prefix = folder.folder()
+        for info in folder.store.list(prefix):
+            relative = info.key[len(prefix) :]
+            if isinstance(info, ObjectInfo) and not relative.endswith("/"):
+                found[relative] = Entry(folder.at(info.key), info.size, info.last_modified, info.etag)
+        return found
+    if not os.path.isdir(folder.path):
+        raise CommandError(folder.path, "not a folder")
+    for dirpath, dirnames, filenames in os.walk(folder.path):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            st = os.stat(path)
+            if stat.S_ISREG(st.st_mode):
+                relative = os.path.relpath(path, folder.path).replace(os.sep, "/")
+                modified = datetime.fromtimestamp(st.st_mtime_ns / 1e9, timezone.utc)
+                found[relative] = Entry(LocalLocation(path), st.st_size, modified)
+    return found
+
+
+def child(folder: Location, relative: str) -> Location:
+    """The location of the key ``relative`` under a folder location.
+
+    A local one must stay inside the folder: ``InvalidKeyError`` for an empty, "." or
+    ".." segment, or a link on the way.
+    """
+    if isinstance(folder, StoreLocation):
+        return folder.at(folder.folder() + relative)
+    names = relative.split("/")
+    if any(name in ("", ".", "..") for name in names) or "\0" in relative:
+        raise InvalidKeyError(relative, f"it has no path inside the folder {folder.path!r}")
+    path = folder.path
+    for name in names:
+        path = os.path.join(path, name)
+        if os.path.islink(path):
+            raise InvalidKeyError(relative, f"its path in {folder.path!r} goes through the link {path!r}")
+    return LocalLocation(path)
+
+
+def digest(entry: Entry) -> Callable[[], str] | None:
+    """How to learn the MD5 of an entry's content, if it can be known without a download:
+    an S3 etag without "-" is one; a local file or posix object is read. None otherwise."""
+    location = entry.location
+    if isinstance(location, StoreLocation) and location.store_id[0] == "s3":
+        etag = entry.etag or ""
+        return (lambda: etag) if len(etag) == 32 and "-" not in etag else None
+    return lambda: _md5(location)
+
+
+def _md5(location: Location) -> str:
+    md5 = hashlib.md5(usedforsecurity=False)
+    if isinstance(location, StoreLocation):
+        with location.store.read(location.key) as stream:
+            for chunk in iter(lambda: stream.read(COPY_CHUNK), b""):
+                md5.update(chunk)
+    else:
+        with open(location.path, "rb") as file:
+            for chunk in iter(lambda: file.read(COPY_CHUNK), b""):
+                md5.update(chunk)
+    return md5.hexdigest()
+
+
+def differs(src: Entry, dst: Entry) -> bool:
+    """Whether ``dst`` is not a copy of ``src``: its size differs; else their MD5s differ
+    where both can be known; else ``src`` changed after ``dst``, in whole seconds (S3's)."""
+    if src.size != dst.size:
+        return True
+    src_digest, dst_digest = digest(src), digest(dst)
+    if src_digest is not None and dst_digest is not None:
+        return src_digest() != dst_digest()
+    return src.modified.replace(microsecond=0) > dst.modified.replace(microsecond=0)
