@@ -13,7 +13,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -23,6 +23,8 @@ import urllib3
 from objstore import ObjectInfo, PosixStorage, Storage
 from objstore.cli.arguments import ByteRange, byte_range
 from tests import s3env
+from tests.conftest import S3Endpoint
+from tests.faultproxy import Fault, FaultProxy, Rule
 
 TIMEOUT = 120
 
@@ -461,6 +463,61 @@ def test_bad_urls_exit_1_naming_them(work: Path) -> None:
     ]:
         line = failed(objstore("ls", url, cwd=work))
         assert line.startswith(f"objstore: {url}: ") and cause in line, line
+
+
+# -- S3 faults ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def faulty(
+    fault_proxy: FaultProxy,
+    s3_endpoint: S3Endpoint,
+    s3_bucket: Callable[[], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[Store, FaultProxy]]:
+    """A bucket the processes reach through the fault proxy (the test's own store goes direct)."""
+    bucket = s3_bucket()
+    s3env.use_test_server(monkeypatch, tmp_path, s3_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{fault_proxy.endpoint}")
+    with s3_endpoint.storage(bucket) as storage:
+        yield Store(storage, f"s3://{bucket}/"), fault_proxy
+
+
+def test_transfers_through_faults_arrive_whole(faulty: tuple[Store, FaultProxy], work: Path) -> None:
+    store, proxy = faulty
+    (work / "up").mkdir()
+    files = {f"f{number}": secrets.token_bytes(50_000 + number) for number in range(12)}
+    for name, data in files.items():
+        (work / "up" / name).write_bytes(data)
+    proxy.plan(
+        Rule(Fault.STATUS_503, method="PUT", probability=0.3),
+        Rule(Fault.RESET_AFTER, method="PUT", probability=0.2),
+        Rule(Fault.RESET, method="HEAD", probability=0.2),
+        seed=7,
+    )
+    ok(objstore("cp", "-r", "-n", "up", store.url + "up?backoff=0.01", cwd=work))
+    assert contents(store.storage) == {f"up/{name}": data for name, data in files.items()}
+    proxy.plan(
+        Rule(Fault.CUT, method="GET", probability=0.3),
+        Rule(Fault.GARBLE, method="GET", probability=0.2),
+        Rule(Fault.STATUS_503, method="GET", probability=0.2),
+        seed=8,
+    )
+    ok(objstore("cp", "-r", store.url + "up/?backoff=0.01", "down", cwd=work))
+    assert tree(work / "down") == files
+    assert objstore("cat", store.url + "up/f3?backoff=0.01", cwd=work).stdout == files["f3"]
+    assert proxy.counts(), "no fault was injected"
+
+
+def test_a_store_that_keeps_failing_is_one_line_and_exit_1(
+    faulty: tuple[Store, FaultProxy], work: Path
+) -> None:
+    store, proxy = faulty
+    store.storage.write("k", b"data")
+    proxy.plan(Rule(Fault.STATUS_503))
+    line = failed(objstore("cat", store.url + "k?retries=1&backoff=0", cwd=work))
+    assert line == f"objstore: {store.url}k: S3 request for 'k' failed (status=503)"
 
 
 # -- the progress bar ----------------------------------------------------------------------

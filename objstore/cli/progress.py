@@ -42,7 +42,7 @@ class Progress:
 
     def advance(self, count: int) -> None:
         """Count ``count`` bytes moved."""
-        if count:
+        if count:  # negative: taken back
             with self._lock:
                 self._bar.update(count)
 
@@ -60,9 +60,9 @@ class Progress:
         with self._lock:
             self._bar.write(line, file=sys.stderr)
 
-    def reader(self, stream: BinaryIO) -> BinaryIO:
-        """``stream``, counting the bytes read from it."""
-        return _CountingReader(stream, self)  # type: ignore[return-value]
+    def tally(self) -> Tally:
+        """A count of the bytes of one attempt at a copy, which a failed attempt takes back."""
+        return Tally(self)
 
     def close(self) -> None:
         self._bar.close()
@@ -76,14 +76,35 @@ class Progress:
         self.close()
 
 
-class _CountingReader:
-    """The ``read`` of a binary stream, counted as progress."""
+class Tally:
+    """The bytes one attempt at a copy moved, counted on a :class:`Progress` as they go."""
 
-    def __init__(self, stream: BinaryIO, progress: Progress) -> None:
-        self._stream = stream
+    def __init__(self, progress: Progress) -> None:
         self._progress = progress
+        self.moved = 0
+
+    def advance(self, count: int) -> None:
+        self.moved += count
+        self._progress.advance(count)
+
+    def take_back(self) -> None:
+        """Uncount what this attempt moved: it failed, and another starts over."""
+        self._progress.advance(-self.moved)
+        self.moved = 0
+
+    def reader(self, stream: BinaryIO) -> BinaryIO:
+        """``stream``, counting the bytes read from it."""
+        return _CountingReader(stream, self)  # type: ignore[return-value]
+
+
+class _CountingReader:
+    """The ``read`` of a binary stream, counted on a tally."""
+
+    def __init__(self, stream: BinaryIO, tally: Tally) -> None:
+        self._stream = stream
+        self._tally = tally
 
     def read(self, size: int = -1) -> bytes:
         chunk = self._stream.read(size)
-        self._progress.advance(len(chunk))
+        self._tally.advance(len(chunk))
         return chunk

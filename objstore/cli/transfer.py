@@ -14,11 +14,11 @@ from typing import BinaryIO
 import attrs
 
 from .._download import COPY_CHUNK, download_to, write_at
-from ..errors import AlreadyExistsError, InvalidKeyError
+from ..errors import AlreadyExistsError, IntegrityError, InvalidKeyError, ObjectChangedError
 from ..info import ObjectInfo
 from .failures import CommandError
 from .locations import LocalLocation, Location, StoreLocation
-from .progress import Progress
+from .progress import Progress, Tally
 
 
 @attrs.frozen
@@ -32,29 +32,52 @@ class Entry:
     etag: str | None = None
 
 
+#: The failures of a whole copy that another attempt may not meet: a body that failed its
+#: check, an object replaced while it was read.
+_TRANSIENT = (IntegrityError, ObjectChangedError)
+#: How many times a copy is attempted, where it can start over (no stdin, no stdout).
+ATTEMPTS = 3
+
+
 def copy_object(
     src: Location, dst: Location, progress: Progress, *, no_clobber: bool = False, size: int | None = None
 ) -> str:
     """Copy one object or file of ``size`` bytes (if known) from ``src`` to ``dst``
-    (``no_clobber``: only if ``dst`` is missing, atomically); the verb that says what was done."""
+    (``no_clobber``: only if ``dst`` is missing, atomically); the verb that says what was done.
+
+    A copy that fails half-way stores nothing, so one that met a transient failure starts over.
+    """
+    again = not any(isinstance(end, LocalLocation) and end.is_stdio for end in (src, dst))
+    for attempt in range(1, ATTEMPTS + 1):
+        tally = progress.tally()
+        try:
+            return _copy(src, dst, tally, no_clobber, size)
+        except _TRANSIENT:
+            tally.take_back()
+            if not again or attempt == ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _copy(src: Location, dst: Location, tally: Tally, no_clobber: bool, size: int | None) -> str:
     if isinstance(src, LocalLocation):
         if not isinstance(dst, StoreLocation):
             raise CommandError(src.path, "a copy has a store URL on at least one side")
-        _upload(src, dst, progress, no_clobber)
+        _upload(src, dst, tally, no_clobber)
         return "upload"
     if isinstance(dst, LocalLocation):
-        _download(src, dst, progress, no_clobber)
+        _download(src, dst, tally, no_clobber)
         return "download"
     if dst.store_id == src.store_id and not no_clobber:
         dst.store.copy(src.key, dst.key)  # on the server, in one step, where the backend can
-        progress.advance(size or 0)
+        tally.advance(size or 0)
     else:
         info = src.store.stat(src.key)
         with src.store.read(src.key, if_match=info.etag) as stream:
             keeps = src.store.supports_metadata and dst.store.supports_metadata
             dst.store.write(
                 dst.key,
-                progress.reader(stream),
+                tally.reader(stream),
                 size=info.size,
                 if_none_match=no_clobber,
                 content_type=info.content_type if keeps else None,
@@ -63,43 +86,43 @@ def copy_object(
     return "copy"
 
 
-def _upload(src: LocalLocation, dst: StoreLocation, progress: Progress, no_clobber: bool) -> None:
+def _upload(src: LocalLocation, dst: StoreLocation, tally: Tally, no_clobber: bool) -> None:
     content_type = None if src.is_stdio else mimetypes.guess_type(src.path)[0]
     if not dst.store.supports_metadata:
         content_type = None
     if src.is_stdio:
-        _write(dst, sys.stdin.buffer, None, progress, no_clobber, content_type)
+        _write(dst, sys.stdin.buffer, None, tally, no_clobber, content_type)
         return
     with open(src.path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
-        _write(dst, file, size, progress, no_clobber, content_type)
+        _write(dst, file, size, tally, no_clobber, content_type)
 
 
 def _write(
     dst: StoreLocation,
     stream: BinaryIO,
     size: int | None,
-    progress: Progress,
+    tally: Tally,
     no_clobber: bool,
     content_type: str | None,
 ) -> None:
     dst.store.write(
-        dst.key, progress.reader(stream), size=size, if_none_match=no_clobber, content_type=content_type
+        dst.key, tally.reader(stream), size=size, if_none_match=no_clobber, content_type=content_type
     )
 
 
-def _download(src: StoreLocation, dst: LocalLocation, progress: Progress, no_clobber: bool) -> None:
+def _download(src: StoreLocation, dst: LocalLocation, tally: Tally, no_clobber: bool) -> None:
     info = src.store.stat(src.key)
     if dst.is_stdio:
         out = sys.stdout.buffer
-        for chunk in read_chunks(src, info, progress):
+        for chunk in read_chunks(src, info, tally):
             out.write(chunk)
         out.flush()
         return
 
     def fill(fd: int) -> ObjectInfo:
         offset = 0
-        for chunk in read_chunks(src, info, progress):
+        for chunk in read_chunks(src, info, tally):
             write_at(fd, memoryview(chunk), offset, src.key)
             offset += len(chunk)
         return info
@@ -114,17 +137,17 @@ def _download(src: StoreLocation, dst: LocalLocation, progress: Progress, no_clo
 
 
 def read_chunks(
-    src: StoreLocation, info: ObjectInfo, progress: Progress | None, start: int = 0, end: int | None = None
+    src: StoreLocation, info: ObjectInfo, tally: Tally | None, start: int = 0, end: int | None = None
 ) -> Iterator[bytes]:
     """The bytes ``[start, end)`` of the version ``info`` of the object, in chunks (counted
-    by ``progress``, if given)."""
+    on ``tally``, if given)."""
     with src.store.read(src.key, start=start, end=end, if_match=info.etag) as stream:
         for _ in range(info.size // COPY_CHUNK + 2):  # one more read finds the end
             chunk = stream.read(COPY_CHUNK)
             if not chunk:
                 return
-            if progress is not None:
-                progress.advance(len(chunk))
+            if tally is not None:
+                tally.advance(len(chunk))
             yield chunk
 
 
