@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import BinaryIO
 
 import attrs
@@ -15,6 +15,15 @@ from runstore.errors import InvalidIdError
 CACHES = "caches/"
 """The folder of every cache group's folder."""
 _SUFFIX = ".tar"
+
+
+@attrs.frozen
+class StoredCache:
+    """A cache as :meth:`CacheStore.infos` lists it: its key, size in bytes and creation time."""
+
+    key: str
+    size: int
+    created: datetime
 
 
 @attrs.frozen
@@ -100,6 +109,20 @@ class CacheStore:
     def delete(self, key: str) -> None:
         """Delete a cache; a missing one is not an error."""
         self._storage.delete(self._object_key(key))
+
+    def delete_many(self, keys: list[str] | None = None) -> list[str]:
+        """Delete the caches of ``keys`` (None: every cache of the group); the keys of those
+        that existed, sorted. ``InvalidIdError`` naming the first key that is not a cache key,
+        before anything is deleted."""
+        wanted = None if keys is None else {check_cache_key(key) for key in keys}
+        doomed = sorted((key, info.key) for key, info in self._caches() if wanted is None or key in wanted)
+        self._storage.delete_many(object_key for _, object_key in doomed)
+        return [key for key, _ in doomed]
+
+    def infos(self) -> list[StoredCache]:
+        """The group's caches, sorted by key."""
+        found = sorted(self._caches(), key=lambda cache: cache[0])
+        return [StoredCache(key, info.size, info.last_modified) for key, info in found]
 
     def keys(self) -> list[str]:
         """The keys of the group's caches, sorted."""

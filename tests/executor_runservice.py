@@ -172,6 +172,7 @@ class RunserviceStandIn(JsonApp):
         raise NotExistError("the stand-in serves the executors' half of the API only")
 
     create_run = list_runs = get_run = delete_run = restart_run = cancel_run = run_log = health = _users_only
+    collect = list_caches = delete_caches = _users_only
 
 
 def _one(request: Request, name: str) -> str:

@@ -111,6 +111,9 @@ def served() -> Iterator[Served]:
         "restart_run": Call(r.restart_run, {"run_id": run.id}),
         "cancel_run": Call(r.cancel_run, {"run_id": run.id}),
         "run_log": Call(r.run_log, {"run_id": run.id, "task_name": "build", "step": 0}),
+        "collect": Call(r.collect, {}),
+        "list_caches": Call(r.list_caches, {}, "group=projects/p1"),
+        "delete_caches": Call(r.delete_caches, {}, "group=projects/p1&key=deps"),
     }
     yield Served(service, server.url, calls)
     server.stop()
@@ -145,11 +148,11 @@ def test_refused_callers_change_nothing(served: Served, name: str, caplog: pytes
     tries = [
         (None, 401, "no token"),
         (WRONG, 401, "an unknown token"),
-        (other_role(call.route), 403, "token, not a"),
+        (other_role(call.route), 403, "tokens, not"),
     ]
     if call.route.role is Role.EXECUTOR:
         tries.append((TOKENS["ex2"], 403, "ex2"))
-    tries.append((TOKENS["runservice"], 403, "not a runservice one"))
+    tries.append((TOKENS["runservice"], 403, "not runservice tokens"))
     with caplog.at_level(logging.WARNING):
         for token, status, message in tries:
             answer = call.send(served.url, token)

@@ -164,6 +164,27 @@ def test_only_the_groups_own_folder_is_listed(backend: str, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("backend", ["memory", "posix"])
+def test_infos_and_delete_many_see_the_groups_own_caches_only(backend: str, tmp_path: Path) -> None:
+    """Sorted by key ("a" before "a-b", whose object sorts first); a stray below the folder and
+    another group's cache are neither listed nor deleted; a bad key deletes nothing."""
+    storage = make_storage(backend, str(tmp_path))
+    store = RunStore(storage)
+    caches = store.caches(cache_group_for_project("web"))
+    for key, data in (("a-b", b"12"), ("a", b"1"), ("c", b"123")):
+        assert caches.save(key, data)
+    assert store.caches("other").save("a", b"theirs")
+    storage.write("caches/projects/web/below/a.tar", b"stray")
+    assert [(info.key, info.size) for info in caches.infos()] == [("a", 1), ("a-b", 2), ("c", 3)]
+    with pytest.raises(InvalidIdError, match="'a/b'"):
+        caches.delete_many(["a", "a/b"])
+    assert caches.keys() == ["a", "a-b", "c"]
+    assert caches.delete_many(["c", "a", "nope"]) == ["a", "c"]
+    assert caches.delete_many(None) == ["a-b"]
+    assert caches.infos() == [] and store.caches("other").keys() == ["a"]
+    assert storage.exists("caches/projects/web/below/a.tar")
+
+
+@pytest.mark.parametrize("backend", ["memory", "posix"])
 def test_a_prefix_matches_keys_not_object_names(backend: str, tmp_path: Path) -> None:
     """The object of ``deps-v1`` is ``deps-v1.tar``: the prefix ``deps-v1.t`` does not match it."""
     caches = RunStore(make_storage(backend, str(tmp_path))).caches("shared")

@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ import attrs
 import pytest
 
 from objstore import MemoryStorage, NotExistError, PosixStorage, Storage
+from objstore.delegating import DelegatingStorage, Request
 from runstore.cache_groups import CacheGroup
 from runstore.contract.model import (
     ExecutorTaskPhase,
@@ -156,6 +158,43 @@ def test_young_leftovers_are_not_collected() -> None:
     report = collector(State(storage), grace=timedelta(hours=1)).collect_once()
     assert (report.markers_removed, report.areas_deleted) == (0, 0)
     assert storage.exists("logs/task-new/runs/run-being-created")
+
+
+class HeldAtFirstRequest(DelegatingStorage):
+    """A store whose first request waits for ``release``; counts the requests made meanwhile."""
+
+    def __init__(self, storage: Storage) -> None:
+        super().__init__(storage)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.while_held = 0
+        self._lock = threading.Lock()
+
+    def _request(self, request: Request) -> None:
+        with self._lock:
+            first = not self.entered.is_set()
+            self.entered.set()
+            if not first and not self.release.is_set():
+                self.while_held += 1
+        if first:
+            assert self.release.wait(30)
+
+
+def test_one_pass_runs_at_a_time() -> None:
+    """A second pass (a gc request while the collector's thread passes) waits for the first."""
+    storage = HeldAtFirstRequest(MemoryStorage())
+    passes = collector(State(storage))
+    reports: list[object] = []
+    threads = [threading.Thread(target=lambda: reports.append(passes.collect_once())) for _ in range(2)]
+    threads[0].start()
+    assert storage.entered.wait(30)
+    threads[1].start()
+    time.sleep(0.3)  # time for the second pass to make requests, were it not waiting
+    assert storage.while_held == 0
+    storage.release.set()
+    for thread in threads:
+        thread.join(30)
+    assert len(reports) == 2 and storage.while_held == 0
 
 
 # -- killed in the middle ---------------------------------------------------------------

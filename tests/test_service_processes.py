@@ -402,7 +402,7 @@ def test_the_command_line_lists_every_subcommand() -> None:
     assert done.returncode == 0
     commands = [line for line in done.stdout.splitlines() if line.startswith("    ") and line[4] != " "]
     listed = {line.split()[0] for line in commands}
-    assert listed == {"demo", "runservice", "executor"}
+    assert listed == {"demo", "runservice", "executor", "runs", "logs", "gc", "caches"}
     refused = subprocess.run(
         [sys.executable, "-m", "runstore", "runservice", "--executor-timeout", "-1"],
         cwd=ROOT,

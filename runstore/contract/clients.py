@@ -15,7 +15,10 @@ import attrs
 from runstore.contract.errors import ErrorKind, RemoteServiceError
 from runstore.contract.http import Download, ServiceClient
 from runstore.contract.model import (
+    CacheGroupCaches,
     CacheSaved,
+    CachesDeleted,
+    CollectionReport,
     Executor,
     ExecutorStatus,
     ExecutorTask,
@@ -170,6 +173,23 @@ class RunServiceClient(_Client):
                     yield chunk
             if _log_done(self.get_run(run_id).task(task_name), step):
                 return
+
+    def collect(self) -> CollectionReport:
+        """Run a pass of the runservice's collector now (after the one under way, if any);
+        what it removed."""
+        return self.http.json(_R.collect, CollectionReport)
+
+    def list_caches(self, group: str | None = None) -> list[CacheGroupCaches]:
+        """The caches of the cache group ``group`` (a ``CacheGroup`` path), or of every group."""
+        fields = {"group": group} if group is not None else None
+        return self.http.json(_R.list_caches, list[CacheGroupCaches], fields=fields)
+
+    def delete_caches(self, group: str, keys: list[str] | None = None) -> CachesDeleted:
+        """Delete the caches of ``keys`` of the cache group ``group`` (None or []: all of them)."""
+        fields: dict[str, str | list[str]] = {"group": group}
+        if keys:
+            fields["key"] = keys
+        return self.http.json(_R.delete_caches, CachesDeleted, fields=fields)
 
     def health(self) -> ServiceHealth:
         """The runservice's health if it holds its lease and reaches its store; else a

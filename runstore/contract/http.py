@@ -218,7 +218,7 @@ class JsonApp:
             caller.name,
             route.role.value,
         )
-        raise ForbiddenError(f"this request needs a {route.role.value} token, not a {caller.role.value} one")
+        raise ForbiddenError(f"this request takes {route.role.value} tokens, not {caller.role.value} tokens")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

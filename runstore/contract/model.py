@@ -260,6 +260,42 @@ class CacheSaved:
 
 
 @attrs.frozen
+class CacheInfo:
+    """A cache of a cache group: its key, its size in bytes, and when it was saved."""
+
+    key: str
+    size: int
+    created: datetime
+
+
+@attrs.frozen
+class CacheGroupCaches:
+    """A cache group (its ``CacheGroup`` path) and its caches, in key order."""
+
+    group: str
+    caches: list[CacheInfo] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class CachesDeleted:
+    """The answer to deleting caches: the group, and the keys of the caches that went."""
+
+    group: str
+    keys: list[str] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class CollectionReport:
+    """What a pass of the collector removed."""
+
+    runs_deleted: int = 0
+    markers_removed: int = 0
+    areas_deleted: int = 0
+    caches_expired: int = 0
+    index_entries_removed: int = 0
+
+
+@attrs.frozen
 class RunPage:
     """A page of runs, newest first; ``next`` is the cursor of the page after it ("" if none)."""
 

@@ -62,6 +62,9 @@ class RunServiceRoutes:
     restart_run = Route("POST", "/api/v1/runs/<run_id>/restart", Role.CLIENT)
     cancel_run = Route("POST", "/api/v1/runs/<run_id>/cancel", Role.CLIENT)
     run_log = Route("GET", "/api/v1/runs/<run_id>/tasks/<task_name>/logs/<step>", Role.CLIENT)
+    collect = Route("POST", "/api/v1/gc", Role.CLIENT)
+    list_caches = Route("GET", "/api/v1/cachegroups", Role.CLIENT)
+    delete_caches = Route("DELETE", "/api/v1/cachegroups", Role.CLIENT)
     health = Route("GET", "/healthz", None)
 
 

@@ -1,6 +1,6 @@
 """The executor: runs the tasks a runservice assigns it and serves their files.
 
 It runs untrusted build code, so it holds no store credentials and never imports objstore
-or the run store (``tests/test_executor_imports.py``); it shares only ``runstore.contract``
+or the run store (``tests/test_import_rules.py``); it shares only ``runstore.contract``
 with the runservice.
 """

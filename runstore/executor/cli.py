@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """``python -m runstore executor`` (also ``python -m runstore.executor.cli``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m runstore executor",
+        prog="runstore executor",
         description="Run an executor of the run service until SIGTERM or SIGINT.",
     )
     add_arguments(parser)

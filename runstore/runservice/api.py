@@ -18,7 +18,10 @@ from runstore.contract.errors import BadRequestError, ForbiddenError, NotExistEr
 from runstore.contract.http import JsonApp, ServerThread, identity, json_response, read_body, read_json
 from runstore.contract.model import (
     ArchiveRef,
+    CacheGroupCaches,
+    CacheInfo,
     CacheSaved,
+    CachesDeleted,
     ExecutorStatus,
     ExecutorTask,
     ExecutorTaskStatus,
@@ -57,6 +60,13 @@ def _choice(kind: type[E], name: str, value: str) -> E | None:
     except ValueError:
         choices = ", ".join(member.value for member in kind)
         raise BadRequestError(f"{name} is one of {choices}, not {value!r}") from None
+
+
+def _cache_group(path: str) -> CacheGroup:
+    try:
+        return CacheGroup(path)
+    except InvalidIdError as exc:
+        raise BadRequestError(str(exc)) from exc
 
 
 def _log_step(value: str, count: int) -> int | str:
@@ -250,6 +260,41 @@ class RunServiceApp(JsonApp):
         response = Response(chunks, content_type="text/plain; charset=utf-8", direct_passthrough=True)
         response.call_on_close(chunks.close)
         return response
+
+    # -- upkeep --------------------------------------------------------------------------
+
+    def collect(self, request: Request) -> Response:
+        """One pass of the collector, now (after the one under way, if any); what it removed."""
+        return json_response(self.service.collector.collect_once())
+
+    def list_caches(self, request: Request) -> Response:
+        """The caches of ``group`` (a ``CacheGroup`` path), or of every group without it."""
+        store = self.service.state.store
+        path = request.args.get("group")
+        groups = store.cache_groups() if path is None else [_cache_group(path)]
+        return json_response(
+            [
+                CacheGroupCaches(
+                    group.path,
+                    [CacheInfo(info.key, info.size, info.created) for info in store.caches(group).infos()],
+                )
+                for group in groups
+            ]
+        )
+
+    def delete_caches(self, request: Request) -> Response:
+        """Delete the caches of ``group`` that the ``key`` fields name (none: all of them)."""
+        path = request.args.get("group")
+        if path is None:
+            raise BadRequestError("deleting caches names their group")
+        group = _cache_group(path)
+        keys = request.args.getlist("key")
+        try:
+            deleted = self.service.state.store.caches(group).delete_many(keys or None)
+        except InvalidIdError as exc:
+            raise BadRequestError(str(exc)) from exc
+        log.info("deleted %d cache(s) of group %s", len(deleted), group.path)
+        return json_response(CachesDeleted(group.path, deleted))
 
 
 def serve(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from datetime import timedelta
 from urllib.parse import unquote
 
@@ -11,6 +12,7 @@ import attrs
 
 from runstore.clock import now
 from runstore.contract.errors import NotExistError
+from runstore.contract.model import CollectionReport
 from runstore.runservice.attempts import Attempts
 from runstore.runservice.index import GROUP_CHARS, Listed
 from runstore.runservice.runs import Runs
@@ -43,17 +45,6 @@ NO_RETENTION = Retention()
 """Keep every run."""
 
 
-@attrs.frozen
-class CollectionReport:
-    """What a pass removed."""
-
-    runs_deleted: int = 0
-    markers_removed: int = 0
-    areas_deleted: int = 0
-    caches_expired: int = 0
-    index_entries_removed: int = 0
-
-
 class Collector:
     """Finishes the deletes cut short, deletes the runs the retention policy gives up
     (through the deletion protocol), then
@@ -61,7 +52,8 @@ class Collector:
     ``grace``), the caches older than ``cache_ttl``, and index entries without a run.
 
     Every step is safe to repeat and to interrupt: a pass killed half-way leaves only what
-    the next pass removes, never referenced data.
+    the next pass removes, never referenced data. One pass runs at a time (the collector's
+    thread and the API's ``collect`` take turns).
     """
 
     def __init__(
@@ -80,9 +72,14 @@ class Collector:
         self.grace = grace
         self.cache_ttl = cache_ttl
         self.retention = retention
+        self._passing = threading.Lock()
 
     def collect_once(self) -> CollectionReport:
-        """One pass; what it removed is logged and returned."""
+        """One pass, once any pass under way has ended; what it removed is logged and returned."""
+        with self._passing:
+            return self._collect()
+
+    def _collect(self) -> CollectionReport:
         state = self._state
         deleted = self._delete_all(state.index.being_deleted())  # deletes cut short
         if self.retention.applies:
