@@ -1,6 +1,7 @@
 """objstore: one storage interface over posix folders and S3-compatible servers."""
 
 from ._source import Data
+from ._version import installed_version
 from .attributes import Metadata
 from .config import from_config
 from .config import from_url as from_url
@@ -11,6 +12,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidKeyError,
     KeyConflictError,
+    MissingExtraError,
     NotExistError,
     ObjectChangedError,
     ObjstoreError,
@@ -30,11 +32,14 @@ from .prefixed import PrefixedStorage
 from .s3 import S3Storage
 from .storage import Storage
 
+__version__ = installed_version()
+
 __all__ = [
     "AlreadyExistsError",
     "CleanupResult",
     "CommonPrefix",
     "ConfigError",
+    "MissingExtraError",
     "Data",
     "FsspecStorage",
     "IntegrityError",

@@ -30,7 +30,7 @@ import time
 import weakref
 import zlib
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, BinaryIO, Literal, TypeVar, cast
 
 import attrs
@@ -325,7 +325,7 @@ def _info(key: str, st: os.stat_result, attributes: Attributes) -> ObjectInfo:
     return ObjectInfo(
         key=key,
         size=st.st_size,
-        last_modified=datetime.fromtimestamp(st.st_mtime_ns / 1e9, timezone.utc),
+        last_modified=datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC),
         etag=_etag(st),
         content_type=attributes.content_type,
         metadata=attributes.metadata,

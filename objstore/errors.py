@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._version import DISTRIBUTION
+
 
 class ObjstoreError(Exception):
     """Base of every error raised by objstore."""
@@ -155,3 +157,15 @@ class StorageIOError(ObjstoreError, OSError):
 
 class ConfigError(ObjstoreError, ValueError):
     """The storage configuration is invalid."""
+
+
+class MissingExtraError(ObjstoreError, ModuleNotFoundError):
+    """A part of objstore was imported without the extra of the distribution that installs
+    what it needs; the message says which extra, and how to install it."""
+
+    def __init__(self, part: str, extra: str, missing: str) -> None:
+        super().__init__(
+            f"{part} needs the {extra!r} extra: pip install '{DISTRIBUTION}[{extra}]'"
+            f" (missing: {missing})",
+            name=missing,
+        )

@@ -8,7 +8,7 @@ import io
 import shutil
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from ._listing import ListCursor, fold_levels
@@ -70,13 +70,13 @@ def _modified(info: dict[str, Any]) -> datetime:
     for field in _TIME_FIELDS:
         value = info.get(field)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return datetime.fromtimestamp(value, timezone.utc)
+            return datetime.fromtimestamp(value, UTC)
         if isinstance(value, datetime):
-            return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+            return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
         if isinstance(value, str):
             with contextlib.suppress(ValueError):
                 return _modified({field: datetime.fromisoformat(value.replace("Z", "+00:00"))})
-    return datetime.fromtimestamp(0, timezone.utc)
+    return datetime.fromtimestamp(0, UTC)
 
 
 class FsspecStorage(Storage):

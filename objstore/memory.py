@@ -6,7 +6,7 @@ import bisect
 import io
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, BinaryIO, cast
 
 from ._listing import ListCursor, fold_levels
@@ -68,7 +68,7 @@ class MemoryStorage(Storage):
             info = ObjectInfo(
                 key,
                 len(data),
-                datetime.now(timezone.utc),
+                datetime.now(UTC),
                 f"m{self._version}",
                 attributes.content_type,
                 attributes.metadata,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from runstore.extras import installed_version
+
 if TYPE_CHECKING:
     from runstore.cache_groups import CacheGroup, cache_group_for_direct_run, cache_group_for_project
     from runstore.caches import CacheStore, RestoredCache
@@ -29,6 +31,8 @@ _HOMES = {
     "cache_group_for_direct_run": ".cache_groups",
     "cache_group_for_project": ".cache_groups",
 }
+
+__version__ = installed_version()
 
 __all__ = [
     "CacheGroup",

@@ -15,7 +15,7 @@ from werkzeug.wrappers import Request, Response
 
 from runstore.clock import now
 from runstore.contract.errors import BadRequestError, InternalError, NotExistError
-from runstore.contract.http import JsonApp, ServerThread, json_response, read_json
+from runstore.contract.http.server import JsonApp, ServerThread, json_response, read_json
 from runstore.contract.model import (
     CacheSaved,
     Executor,

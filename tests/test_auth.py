@@ -18,7 +18,7 @@ from objstore import MemoryStorage
 from runstore.cache_groups import CacheGroup
 from runstore.contract import codec
 from runstore.contract.auth import BEARER, Identity, Role, TokenBook, TokenError, TokenFile, new_token
-from runstore.contract.http import ServerThread
+from runstore.contract.http.server import ServerThread
 from runstore.contract.model import (
     ArchiveRef,
     ExecutorStatus,

@@ -28,7 +28,7 @@ from runstore import CacheGroup, InvalidIdError, RunStore, cache_group_for_direc
 from runstore.cache_groups import MAX_CACHE_KEY_LENGTH
 from runstore.contract.codec import to_data
 from runstore.contract.errors import BadRequestError
-from runstore.contract.http import ServerThread
+from runstore.contract.http.server import ServerThread
 from runstore.contract.model import Run, RunConfig, RunPhase, Step, StepKind, TaskConfig
 from runstore.contract.routes import RunServiceRoutes
 from runstore.executor.executor import Executor

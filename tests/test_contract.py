@@ -16,7 +16,8 @@ from werkzeug.wrappers import Request, Response
 from objstore import MemoryStorage
 from runstore.contract.clients import ExecutorClient, RunServiceClient
 from runstore.contract.errors import ErrorKind, InternalError, RemoteServiceError
-from runstore.contract.http import JsonApp, ServerThread, ServiceClient, UnreachableError, json_response
+from runstore.contract.http.client import ServiceClient, UnreachableError
+from runstore.contract.http.server import JsonApp, ServerThread, json_response
 from runstore.contract.model import RunConfig, RunPhase, Step, StepKind, TaskConfig
 from runstore.contract.routes import ExecutorRoutes, Route, RunServiceRoutes, routes_of
 from runstore.executor.app import ExecutorApp

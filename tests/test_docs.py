@@ -13,12 +13,11 @@ import pytest
 from tests import s3env
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The pages with python examples; docs/cli.md shows shell sessions instead (tests/test_cli_docs.py).
-DOCS = sorted(
-    path
-    for path in (ROOT / "docs").glob("*.md")
-    if path.name not in ("cli.md",) and not path.name.startswith("_")
-)
+#: Pages without python examples: the home page and the changelog (links and lists), and
+#: docs/cli.md, whose shell sessions tests/test_cli_docs.py runs.
+WITHOUT_PYTHON = ("index.md", "changelog.md", "cli.md")
+#: The pages with python examples.
+DOCS = sorted(path for path in (ROOT / "docs").glob("*.md") if path.name not in WITHOUT_PYTHON)
 #: The bucket that S3 examples name; the test runs them on a fresh bucket of the test server.
 EXAMPLE_BUCKET = "my-bucket"
 

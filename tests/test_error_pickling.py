@@ -24,6 +24,7 @@ EXAMPLES = [
     errors.ObjectChangedError("k", "etag-2"),
     errors.StorageIOError(28, "disk full (for 'k')"),
     errors.ConfigError("field 'x' is unknown"),
+    errors.MissingExtraError("the command line", "cli", "tqdm"),
 ]
 
 

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +146,7 @@ def fail_as_the_checker_does(runservice: RunserviceStandIn, task_id: str) -> int
     with runservice.lock:
         runservice.executors.pop(EXECUTOR_ID, None)
         task = runservice.tasks[task_id]
-        ended = datetime.now(timezone.utc)
+        ended = datetime.now(UTC)
         states = [
             attrs.evolve(state, phase=FAILED, end_time=ended) if state.phase is RUNNING else state
             for state in task.step_states

@@ -14,7 +14,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import attrs
@@ -46,7 +46,7 @@ class Signer:
     def headers(
         self, method: str, host: str, path: str, query: str, body: bytes, extra: dict[str, str]
     ) -> dict[str, str]:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
         payload = hashlib.sha256(body).hexdigest()
         headers = {"Host": host, "x-amz-date": amz_date, "x-amz-content-sha256": payload, **extra}

@@ -15,7 +15,7 @@ import pytest
 from objstore import MemoryStorage, PosixStorage
 from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import ErrorKind, LeaseLostError, RemoteServiceError
-from runstore.contract.http import UnreachableError
+from runstore.contract.http.client import UnreachableError
 from runstore.contract.model import ExecutorStatus, RunConfig, Step, StepKind, TaskConfig
 from runstore.runservice.api import serve
 from runstore.runservice.lease import LEASE_KEY, Lease

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import attrs
@@ -136,7 +136,7 @@ def test_metadata_is_immutable_and_hashable() -> None:
     assert hash(metadata) == hash(Metadata({"a": "1"}))
     with pytest.raises(TypeError):
         metadata["b"] = "2"  # type: ignore[index]
-    info = ObjectInfo("k", 1, datetime.now(timezone.utc), "e", "text/plain", {"a": "1"})
+    info = ObjectInfo("k", 1, datetime.now(UTC), "e", "text/plain", {"a": "1"})
     assert isinstance(info.metadata, Metadata) and hash(info) == hash(attrs.evolve(info))
     assert pickle.loads(pickle.dumps(info)) == info
 

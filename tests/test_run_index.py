@@ -3,7 +3,7 @@ cost of a pass, counted in storage requests."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import attrs
 import pytest
@@ -12,7 +12,7 @@ from objstore import MemoryStorage
 from objstore.testing import CountingStorage
 from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import BadRequestError, RemoteServiceError
-from runstore.contract.http import ServerThread
+from runstore.contract.http.server import ServerThread
 from runstore.contract.model import (
     Executor,
     ExecutorTaskPhase,
@@ -40,7 +40,7 @@ from runstore.runservice.state import State
 
 ONE = RunConfig([TaskConfig("build", [Step(StepKind.RUN, command="make")])])
 TIMEOUT = timedelta(seconds=30)
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -178,7 +178,7 @@ def test_a_pass_costs_nothing_per_finished_run(active: int) -> None:
 
 
 def _executor() -> Executor:
-    return Executor("ex1", "http://127.0.0.1:1", 1, last_status_time=datetime.now(timezone.utc))
+    return Executor("ex1", "http://127.0.0.1:1", 1, last_status_time=datetime.now(UTC))
 
 
 # -- deleting and restarting ------------------------------------------------------------

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import urllib3
 
 from objstore import MemoryStorage, Storage
 from runstore.contract.errors import BadRequestError, ConflictError, LeaseHeldError
-from runstore.contract.http import ServerThread
+from runstore.contract.http.server import ServerThread
 from runstore.contract.model import (
     ExecutorStatus,
     ExecutorTaskPhase,
@@ -29,7 +29,7 @@ from runstore.runservice.api import RunServiceApp
 from runstore.runservice.lease import Lease
 from runstore.runservice.service import RunService
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 ONE = RunConfig([TaskConfig("build", [Step(StepKind.RUN, command="make"), Step(StepKind.RUN, command="ok")])])
 
 

@@ -6,7 +6,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,7 +16,7 @@ import urllib3
 from objstore import MemoryStorage
 from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import NotExistError
-from runstore.contract.http import ServerThread
+from runstore.contract.http.server import ServerThread
 from runstore.contract.model import (
     Executor,
     ExecutorStatus,
@@ -51,7 +51,7 @@ from tests.waiting import wait_for
 T = TypeVar("T")
 GROUP = "/project/p1/branch/main"
 TIMEOUT = timedelta(seconds=30)
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SAVE = Step(StepKind.SAVE_TO_WORKSPACE, paths=["out"])
 BUILD = RunConfig(
     [
@@ -72,7 +72,7 @@ def live_executor(
     state: State, executor_id: str = "ex1", url: str = "http://127.0.0.1:1", slots: int = 2
 ) -> None:
     state.executors.put(
-        executor_id, Executor(executor_id, url, slots, last_status_time=datetime.now(timezone.utc))
+        executor_id, Executor(executor_id, url, slots, last_status_time=datetime.now(UTC))
     )
 
 
@@ -116,7 +116,7 @@ def test_the_reaper_alone_deletes_silent_executors_only(state: State) -> None:
     executors = Executors(state, absences, Attempts())
     executors.report("fresh", ExecutorStatus("http://127.0.0.1:1", 1))
     silent = Executor(
-        "silent", "http://127.0.0.1:2", 1, last_status_time=datetime.now(timezone.utc) - 2 * TIMEOUT
+        "silent", "http://127.0.0.1:2", 1, last_status_time=datetime.now(UTC) - 2 * TIMEOUT
     )
     state.executors.put("silent", silent)
     Reaper(state, Attempts(), executors, TIMEOUT).reap_once()
@@ -166,7 +166,7 @@ def test_the_fetcher_waits_for_a_deleted_executor_until_it_is_gone_for_good(stat
         task.id, ExecutorTaskStatus(ExecutorTaskPhase.FAILED)
     )
     absences = Absences()
-    absences.left("ex1", datetime.now(timezone.utc))
+    absences.left("ex1", datetime.now(UTC))
     state.executors.delete("ex1")
     Fetcher(state, Attempts(), absences, TIMEOUT).fetch_once()
     assert state.executor_tasks.ids() == [task.id]  # it may come back with the files
@@ -193,7 +193,7 @@ def test_attempts_log_a_failing_item_once_and_go_on(caplog: pytest.LogCaptureFix
 
 def test_absences_forget_only_executors_gone_past_the_timeout_that_hold_nothing() -> None:
     absences = Absences()
-    long_ago = datetime.now(timezone.utc) - 2 * TIMEOUT
+    long_ago = datetime.now(UTC) - 2 * TIMEOUT
     for executor_id in ("holding", "idle"):
         absences.left(executor_id, long_ago)
     absences.left("recent", None)

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import attrs
@@ -665,7 +665,7 @@ def test_times_are_utc_and_spans_run_to_now() -> None:
 
 
 def test_the_run_tables() -> None:
-    created = datetime(2025, 5, 4, 10, 0, 0, tzinfo=timezone.utc)
+    created = datetime(2025, 5, 4, 10, 0, 0, tzinfo=UTC)
     steps = [Step(StepKind.RUN, name="compile", command="make"), Step(StepKind.SAVE_CACHE, keys=["k"])]
     task = RunTask(
         "task-1",

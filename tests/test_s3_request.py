@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import http.client
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from minio.signer import sign_v4_s3
@@ -75,7 +75,7 @@ def test_requests_are_what_minio_sends(
             )
             assert (scheme, netloc, path) == (url.scheme, url.netloc, url.path)
             assert target == (f"{url.path}?{url.query}" if url.query else url.path)
-            date = datetime.strptime(signed["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+            date = datetime.strptime(signed["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
             unsigned = {name: value for name, value in signed.items() if name != "Authorization"}
             expected = sign_v4_s3(
                 method=method,

@@ -28,15 +28,8 @@ from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import wrap_file
 
 from runstore.contract.clients import ExecutorClient
-from runstore.contract.http import (
-    MIN_RATE,
-    JsonApp,
-    ServerThread,
-    ServiceClient,
-    UnreachableError,
-    json_response,
-    read_body,
-)
+from runstore.contract.http.client import MIN_RATE, ServiceClient, UnreachableError
+from runstore.contract.http.server import JsonApp, ServerThread, json_response, read_body
 from runstore.contract.routes import ExecutorRoutes, Route
 from runstore.executor.app import ExecutorApp
 

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,7 +22,7 @@ from objstore import MemoryStorage
 from runstore.contract import codec
 from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import InternalError
-from runstore.contract.http import ServerThread
+from runstore.contract.http.server import ServerThread
 from runstore.contract.model import (
     ExecutorStatus,
     ExecutorTask,
@@ -50,7 +50,7 @@ from runstore.runservice.tasks import fresh_task
 from tests.waiting import wait_for
 
 T = TypeVar("T")
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LATER = NOW + timedelta(seconds=5)
 GROUP = "/project/p1/branch/main"
 HELLO = RunConfig([TaskConfig("hello", [Step(StepKind.RUN, command="echo hello")])])
@@ -124,7 +124,7 @@ def test_a_final_report_settles_a_task_whose_running_report_was_lost(
 
 def test_step_states_settle_like_the_task(service: RunService) -> None:
     task = assigned(service)
-    later = datetime.now(timezone.utc) + timedelta(seconds=5)
+    later = datetime.now(UTC) + timedelta(seconds=5)
     first = [StepState(ExecutorTaskPhase.SUCCESS, exit_code=0), StepState(ExecutorTaskPhase.RUNNING)]
     service.executors.task_status(task.id, ExecutorTaskStatus(ExecutorTaskPhase.RUNNING, step_states=first))
     running = service.state.executor_tasks.get(task.id)
@@ -287,7 +287,7 @@ def test_the_fetch_gives_up_at_once_on_a_reaped_executor(service: RunService) ->
     report = ExecutorTaskStatus(ExecutorTaskPhase.SUCCESS, NOW, NOW, step_states=[SUCCEEDED])
     service.executors.task_status(task.id, report)
     silent = attrs.evolve(
-        service.state.executors.get("ex1"), last_status_time=datetime.now(timezone.utc) - 2 * TIMEOUT
+        service.state.executors.get("ex1"), last_status_time=datetime.now(UTC) - 2 * TIMEOUT
     )
     service.state.executors.put("ex1", silent)
     service.reaper.executor_timeout = service.fetcher.executor_timeout = TIMEOUT

@@ -19,7 +19,7 @@ import urllib3
 from objstore import MemoryStorage
 from runstore.contract import codec
 from runstore.contract.errors import BadRequestError
-from runstore.contract.http import ServerThread
+from runstore.contract.http.server import ServerThread
 from runstore.contract.model import (
     ArchiveRef,
     ExecutorStatus,

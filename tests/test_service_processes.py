@@ -19,7 +19,7 @@ from objstore import PosixStorage, Storage
 from runstore.contract.auth import Role, new_token
 from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import RemoteServiceError
-from runstore.contract.http import ServiceClient
+from runstore.contract.http.client import ServiceClient
 from runstore.contract.model import (
     ExecutorTask,
     ExecutorTaskPhase,

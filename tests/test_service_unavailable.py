@@ -10,7 +10,7 @@ import urllib3
 
 from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import ErrorKind, RemoteServiceError
-from runstore.contract.http import ServerThread
+from runstore.contract.http.server import ServerThread
 from runstore.contract.model import RunConfig, Step, StepKind, TaskConfig
 from runstore.contract.routes import RunServiceRoutes as R
 from runstore.runservice.api import RunServiceApp

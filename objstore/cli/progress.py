@@ -8,7 +8,12 @@ import threading
 from types import TracebackType
 from typing import BinaryIO
 
-from tqdm import tqdm
+from ..errors import MissingExtraError
+
+try:
+    from tqdm import tqdm
+except ModuleNotFoundError as exc:
+    raise MissingExtraError("the objstore command line", "cli", exc.name or "tqdm") from exc
 
 
 class Progress:

@@ -8,7 +8,7 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import BinaryIO
 
 import attrs
@@ -177,7 +177,7 @@ def entries(folder: Location) -> dict[str, Entry]:
             st = os.stat(path)
             if stat.S_ISREG(st.st_mode):
                 relative = os.path.relpath(path, folder.path).replace(os.sep, "/")
-                modified = datetime.fromtimestamp(st.st_mtime_ns / 1e9, timezone.utc)
+                modified = datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC)
                 found[relative] = Entry(LocalLocation(path), st.st_size, modified)
     return found
 

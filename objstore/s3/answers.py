@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
@@ -99,11 +99,11 @@ def http_time(value: str) -> datetime:
     month = _MONTHS.get(found.group(2)) if found else None
     if found and month:
         day, _, year, hour, minute, second = found.groups()
-        return datetime(int(year), month, int(day), int(hour), int(minute), int(second), tzinfo=timezone.utc)
+        return datetime(int(year), month, int(day), int(hour), int(minute), int(second), tzinfo=UTC)
     parsed = parsedate_to_datetime(value)
     if parsed is None:
         raise ValueError(value)
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 def header(key: str, response: urllib3.BaseHTTPResponse, name: str) -> str:

@@ -25,7 +25,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, TypeGuard, TypeVar, cast
 from urllib.parse import quote, unquote_plus, urlsplit
 
@@ -657,7 +657,7 @@ class S3Storage(Storage):
         """
         if not isinstance(older_than, int | float) or not older_than >= 0:
             raise InvalidArgumentError(f"older_than is a number of seconds, at least 0, not {older_than!r}")
-        limit = datetime.now(timezone.utc) - timedelta(seconds=older_than)
+        limit = datetime.now(UTC) - timedelta(seconds=older_than)
         aborted = 0
         query = {"uploads": "", "encoding-type": "url"}
         while True:

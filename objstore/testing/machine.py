@@ -6,7 +6,7 @@ import contextlib
 import io
 import re
 from collections.abc import Callable, Iterator
-from datetime import timezone
+from datetime import UTC
 from typing import ClassVar, cast
 
 from hypothesis import HealthCheck, settings
@@ -315,7 +315,7 @@ class StoreComparison(RuleBasedStateMachine):
                 self.storage.read_range(key, 0, 1, if_match=other)
         info = self.storage.stat(key)
         assert info == self.expected_info(key, info)
-        assert info.last_modified.tzinfo == timezone.utc
+        assert info.last_modified.tzinfo == UTC
         assert self.storage.exists(key)
 
     @rule(key=KEYS, pick=st.none() | st.integers(0, 1000), data=st.data())

@@ -16,7 +16,7 @@ import urllib3
 from runstore.contract.auth import TokenError, read_secret
 from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import ErrorKind, RemoteServiceError, ServiceError
-from runstore.contract.http import UnreachableError
+from runstore.contract.http.client import UnreachableError
 
 URL_VARIABLE = "RUNSTORE_URL"
 """The environment variable of the runservice's URL, without ``--url``."""

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from runstore.contract.codec import to_data
@@ -33,7 +33,7 @@ def print_json(value: Any) -> None:
 
 def when(time: datetime | None) -> str:
     """A time in UTC to the second, as ``2025-05-04 10:12:03``; ``-`` for None."""
-    return NONE if time is None else time.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return NONE if time is None else time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def duration(seconds: float | None) -> str:

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 import attrs
 
 from runstore.contract.errors import ErrorKind, RemoteServiceError
-from runstore.contract.http import Download, ServiceClient
+from runstore.contract.http.client import Download, ServiceClient
 from runstore.contract.model import (
     CacheGroupCaches,
     CacheSaved,

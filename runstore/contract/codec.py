@@ -8,7 +8,7 @@ import json
 import re
 import types
 import typing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import attrs
@@ -32,7 +32,7 @@ def to_data(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat()
+        return value.astimezone(UTC).isoformat()
     if isinstance(value, (list, tuple)):
         return [to_data(item) for item in value]
     if isinstance(value, dict):
@@ -99,7 +99,7 @@ def from_data(kind: Any, data: Any) -> Any:
             raise ValueError(f"{data!r} is not an ISO 8601 time") from exc
         if parsed.tzinfo is None:
             raise ValueError(f"{data!r} has no time zone")
-        return parsed.astimezone(timezone.utc)
+        return parsed.astimezone(UTC)
     if kind is Any:
         return data
     if kind is float and isinstance(data, int) and not isinstance(data, bool):

@@ -1,6 +1,6 @@
 """The HTTP routes of the runservice and of the executor, each declared once.
 
-A server builds its werkzeug ``Map`` from its table (:func:`route_map`); its client, and
+A server builds its werkzeug ``Map`` from its table (``http.server.route_map``); its client, and
 the tests, build every path from the same :class:`Route` (:meth:`Route.path`), so no
 module writes a URL path by hand. In a table, a route's attribute name is the name of
 the server's handler for it.
@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 import attrs
-from werkzeug.routing import Map, Rule
 
 from runstore.contract.auth import Role
 
@@ -80,10 +79,3 @@ def routes_of(table: type) -> Iterator[tuple[str, Route]]:
     for name, value in vars(table).items():
         if isinstance(value, Route):
             yield name, value
-
-
-def route_map(table: type) -> Map:
-    """The werkzeug ``Map`` of a table: each route's endpoint is its attribute name."""
-    return Map(
-        [Rule(route.template, methods=[route.method], endpoint=name) for name, route in routes_of(table)]
-    )

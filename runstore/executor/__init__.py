@@ -4,3 +4,7 @@ It runs untrusted build code, so it holds no store credentials and never imports
 or the run store (``tests/test_import_rules.py``); it shares only ``runstore.contract``
 with the runservice.
 """
+
+from runstore.extras import require
+
+require("runservice", "the executor", "waitress", "werkzeug")

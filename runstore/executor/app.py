@@ -11,7 +11,7 @@ from werkzeug.wrappers import Request, Response
 
 from runstore.contract.auth import Tokens
 from runstore.contract.errors import BadRequestError, NotExistError
-from runstore.contract.http import JsonApp
+from runstore.contract.http.server import JsonApp
 from runstore.contract.routes import ExecutorRoutes
 from runstore.errors import InvalidIdError
 from runstore.executor.files import TaskFiles

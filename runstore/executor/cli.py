@@ -11,7 +11,7 @@ import threading
 from types import FrameType
 
 from runstore.contract.auth import Role, TokenBook, TokenError, read_secret
-from runstore.contract.http import add_listen_argument
+from runstore.contract.http.server import add_listen_argument
 from runstore.executor.executor import Executor, check_advertise_url
 from runstore.executor.task import DEFAULT_TASK_UIDS, check_task_uids
 

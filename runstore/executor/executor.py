@@ -40,7 +40,7 @@ from runstore.clock import now
 from runstore.contract.auth import Tokens
 from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import ServiceError
-from runstore.contract.http import ServerThread
+from runstore.contract.http.server import ServerThread
 from runstore.contract.model import ExecutorStatus, ExecutorTask, ExecutorTaskPhase
 from runstore.errors import InvalidIdError
 from runstore.executor.app import ExecutorApp

@@ -21,7 +21,7 @@ import attrs
 
 from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import ServiceError
-from runstore.contract.http import Download
+from runstore.contract.http.client import Download
 from runstore.contract.model import ExecutorTask, Step, StepKind
 from runstore.errors import InvalidIdError
 from runstore.executor.files import ArchiveError, TaskFiles, TaskUser, extract_tar, write_tar

@@ -15,7 +15,7 @@ from objstore import RemoteError
 from runstore.cache_groups import CacheGroup, check_cache_key
 from runstore.contract.auth import Tokens
 from runstore.contract.errors import BadRequestError, ForbiddenError, NotExistError, UnavailableError
-from runstore.contract.http import JsonApp, ServerThread, identity, json_response, read_body, read_json
+from runstore.contract.http.server import JsonApp, ServerThread, identity, json_response, read_body, read_json
 from runstore.contract.model import (
     ArchiveRef,
     CacheGroupCaches,

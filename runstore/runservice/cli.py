@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from runstore.contract.auth import Role, TokenBook, TokenError, TokenFile, Tokens, book_of
 from runstore.contract.errors import LeaseHeldError
-from runstore.contract.http import add_listen_argument
+from runstore.contract.http.server import add_listen_argument
 
 if TYPE_CHECKING:
     from objstore import Storage

@@ -21,7 +21,7 @@ are older than :data:`GRACE`, which no create in progress can be (docs/runservic
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import attrs
@@ -41,7 +41,7 @@ under the 255 bytes a posix file name may have)."""
 GRACE = timedelta(hours=1)
 """How old an entry without a document must be before it is removed: older than any
 create or delete in progress."""
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = 10**17  # microseconds: the year 5138
 
 
