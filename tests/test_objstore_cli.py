@@ -221,6 +221,9 @@ def test_cp_streams_stdin_and_stdout(store: Store, work: Path) -> None:
     assert store.storage.read_bytes("piped") == b"from stdin\n"
     result = objstore("cp", store.url + "piped", "-", cwd=work)
     assert (result.returncode, result.stdout) == (0, b"from stdin\n")
+    result = objstore("cp", "-", store.url + "folder/", cwd=work, stdin=b"x")
+    assert result.returncode == 2 and b"stdin has no name to take inside" in result.stderr
+    assert list(store.storage.list_keys()) == ["piped"]
 
 
 def test_cp_between_stores_and_within_one(store: Store, work: Path, tmp_path: Path) -> None:
@@ -245,6 +248,17 @@ def test_cp_makes_a_posix_store_where_there_is_none(work: Path, tmp_path: Path) 
     # Reading commands never make one.
     line = failed(objstore("ls", f"file://{tmp_path}/none/", cwd=work))
     assert "no posix store at or above" in line and not (tmp_path / "none").exists()
+
+
+def test_keys_that_look_like_a_store_do_not_move_the_root(work: Path, tmp_path: Path) -> None:
+    """Keys "data/x" and "locks" make the store's own data/ folder look like a store: the
+    root is found from the top, so it is never taken for one (nor given a tmp/ folder)."""
+    storage = PosixStorage(tmp_path / "root")
+    storage.write("data/x", b"the key data/x")
+    storage.write("locks", b"a key, not a lock file")
+    result = objstore("stat", "--json", f"file://{tmp_path}/root/data/x", cwd=work)
+    assert json.loads(ok(result))["key"] == "data/x"
+    assert sorted(path.name for path in (tmp_path / "root" / "data").iterdir()) == ["data", "locks"]
 
 
 def test_cp_recursive_copies_a_tree_both_ways(store: Store, work: Path) -> None:

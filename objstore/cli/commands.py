@@ -165,18 +165,25 @@ def _ends(args: argparse.Namespace, stores: Stores) -> tuple[Location, Location]
 
 
 def _basename(src: Location) -> str:
-    return src.key.rsplit("/", 1)[-1] if isinstance(src, StoreLocation) else os.path.basename(src.path)
+    """The name a copy of ``src`` takes inside a prefix or folder ("" for stdin: none)."""
+    if isinstance(src, StoreLocation):
+        return src.key.rsplit("/", 1)[-1]
+    return "" if src.is_stdio else os.path.basename(src.path)
 
 
 def _into(dst: Location, name: str) -> Location:
     """``dst``, or ``name`` inside it where it is a prefix or a folder."""
     if isinstance(dst, StoreLocation):
-        return dst.at(dst.key + name) if dst.is_prefix else dst
-    if not dst.is_stdio and (dst.path.endswith(os.sep) or os.path.isdir(dst.path)):
-        if not name:
-            raise UsageError("copying stdin into a folder needs a file name")
-        return LocalLocation(os.path.join(dst.path, name))
-    return dst
+        into = dst.is_prefix
+    else:
+        into = not dst.is_stdio and (dst.path.endswith(os.sep) or os.path.isdir(dst.path))
+    if not into:
+        return dst
+    if not name:
+        raise UsageError(f"stdin has no name to take inside {dst.url()}: give the whole destination")
+    if isinstance(dst, StoreLocation):
+        return dst.at(dst.key + name)
+    return LocalLocation(os.path.join(dst.path, name))
 
 
 def _size(src: Location) -> int | None:

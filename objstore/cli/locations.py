@@ -2,7 +2,7 @@
 
 ``s3://bucket/key`` names ``key`` in ``bucket`` (options may follow as ``?name=value``, as in
 :func:`objstore.from_url`). ``file:///path`` names a key of a posix store: the store is the
-nearest folder on the path that holds one (``data/`` and ``locks``), and the key is the
+first folder down the path that holds one (``data/`` and ``locks``), and the key is the
 rest of the path. Anything else is a local path, and ``-`` is stdin or stdout.
 """
 
@@ -131,7 +131,7 @@ def _posix_root(text: str, *, create: bool) -> tuple[str, str]:
         raise ConfigError(f"a file URL has no ?query or #fragment: {text!r}")
     path = unquote(parts.path, errors="strict")
     names = path.split("/")
-    for count in range(len(names), 0, -1):
+    for count in range(1, len(names) + 1):  # from the top: keys may look like a store inside
         folder = "/".join(names[:count]) or "/"
         if _holds_store(folder):
             return os.path.normpath(folder), "/".join(names[count:])

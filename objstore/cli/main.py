@@ -20,7 +20,7 @@ DEFAULT_JOBS = 8
 
 _EPILOG = """\
 locations: s3://bucket/key (settings from the AWS_* variables, or ?endpoint=...&region=...),
-file:///path/key (the key of the posix store at the nearest folder on the path holding one),
+file:///path/key (the key of the posix store at the first folder down the path holding one),
 and, for cp and sync, local paths ('-' is stdin or stdout).
 """
 
