@@ -534,6 +534,17 @@ def test_a_store_that_keeps_failing_is_one_line_and_exit_1(
     assert line == f"objstore: {store.url}k: S3 request for 'k' failed (status=503)"
 
 
+def test_rm_recursive_deletes_in_batches(faulty: tuple[Store, FaultProxy], work: Path) -> None:
+    """1,001 keys go in 2 delete requests (S3 takes 1,000 a request), not 1,001."""
+    store, proxy = faulty
+    for number in range(1001):
+        store.storage.write(f"many/{number:05}", b"")
+    before = proxy.requests
+    assert ok(objstore("rm", "-r", "-y", "-q", store.url + "many/", cwd=work)) == ""
+    assert list(store.storage.list_keys()) == []
+    assert proxy.requests - before == 2 + 2  # two listing pages, two batches
+
+
 # -- the progress bar ----------------------------------------------------------------------
 
 
