@@ -15,8 +15,6 @@ from runstore import commands as client_commands
 from runstore.commands import connection
 from runstore.extras import MissingExtraError
 
-DEFAULT_STORE = "./runstore-data"
-"""The demo's store folder."""
 #: The commands that serve (or, for the demo, run servers in-process), and their help.
 SERVING = {
     "demo": "run a pipeline, restart it, delete both runs",
@@ -35,7 +33,8 @@ def _add_serving(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
             commands.add_parser(name, help=f"{text} (needs the 'runservice' extra)")
         return exc
     demo_parser = commands.add_parser("demo", help=SERVING["demo"])
-    demo_parser.add_argument("--store", default=DEFAULT_STORE, help=f"store folder (default {DEFAULT_STORE})")
+    store = runservice_cli.DEFAULT_STORE
+    demo_parser.add_argument("--store", default=store, help=f"store folder (default {store})")
     runservice_cli.add_arguments(commands.add_parser("runservice", help=SERVING["runservice"]))
     executor_cli.add_arguments(commands.add_parser("executor", help=SERVING["executor"]))
     return None

@@ -124,9 +124,16 @@ def cp(args: argparse.Namespace, stores: Stores) -> int:
     dst = _into(dst, _basename(src))
     name = f"{src.url()} -> {dst.url()}"
     quiet = args.quiet or (isinstance(dst, LocalLocation) and dst.is_stdio)
-    with naming(name), Progress(quiet=quiet, total=_size(src)) as progress:
-        verb = copy_object(src, dst, progress, no_clobber=args.no_clobber)
-        progress.done(f"{verb}: {name}")
+    with naming(name):
+        info, total = None, None
+        if isinstance(src, StoreLocation):
+            info = src.store.stat(src.key)
+            total = info.size
+        elif not src.is_stdio:
+            total = os.stat(src.path).st_size
+        with Progress(quiet=quiet, total=total) as progress:
+            verb = copy_object(src, dst, progress, no_clobber=args.no_clobber, info=info)
+            progress.done(f"{verb}: {name}")
     return 0
 
 
@@ -186,12 +193,6 @@ def _into(dst: Location, name: str) -> Location:
     return LocalLocation(os.path.join(dst.path, name))
 
 
-def _size(src: Location) -> int | None:
-    if isinstance(src, StoreLocation):
-        return src.store.stat(src.key).size
-    return None if src.is_stdio else os.stat(src.path).st_size
-
-
 def _below(folder: Location, key: str) -> str:
     """How to name the key ``key`` under a folder location, valid or not."""
     if isinstance(folder, StoreLocation):
@@ -219,7 +220,7 @@ def _transfer(found: list[tuple[str, Entry]], dst: Location, args: argparse.Name
                     target = child(dst, key)
                     name = f"{entry.location.url()} -> {target.url()}"
                     verb = copy_object(
-                        entry.location, target, progress, no_clobber=no_clobber, size=entry.size
+                        entry.location, target, progress, no_clobber=no_clobber, info=entry.info
                     )
             except CommandError as exc:
                 progress.failed(f"objstore: {exc}")

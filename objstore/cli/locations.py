@@ -68,7 +68,7 @@ class LocalLocation:
 Location = StoreLocation | LocalLocation
 
 
-def is_store_url(text: str) -> bool:
+def _is_url(text: str) -> bool:
     """Whether ``text`` is a URL (of a store, or of a scheme no command takes)."""
     return bool(_SCHEME.match(text))
 
@@ -82,13 +82,13 @@ class Stores:
     def location(self, text: str, *, local: bool = False, create: bool = False) -> Location:
         """The location ``text`` names; a local path only if ``local``. ``create`` lets a
         ``file://`` URL outside any posix store name the root of a new one."""
-        if local and not is_store_url(text):
+        if local and not _is_url(text):
             return LocalLocation(text)
         return self.store_location(text, create=create)
 
     def store_location(self, text: str, *, create: bool = False) -> StoreLocation:
         """The store location ``text`` names (see :meth:`location`)."""
-        if not is_store_url(text):
+        if not _is_url(text):
             raise UsageError(f"{text!r} is a local path: this command takes s3://bucket/key or file:///path")
         with naming(text):
             return self._store_location(text, create)

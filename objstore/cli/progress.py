@@ -39,12 +39,6 @@ class Progress:
         """Whether the bar is on the terminal."""
         return not self._bar.disable
 
-    def expect(self, size: int) -> None:
-        """Add ``size`` bytes to the total still to move."""
-        with self._lock:
-            self._bar.total = (self._bar.total or 0) + size
-            self._bar.refresh()
-
     def advance(self, count: int) -> None:
         """Count ``count`` bytes moved."""
         if count:  # negative: taken back

@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 import attrs
 
-from .._download import COPY_CHUNK, download_to, write_at
+from .._download import COPY_CHUNK, copy_stream, download_to
 from ..errors import AlreadyExistsError, IntegrityError, InvalidKeyError, ObjectChangedError
 from ..info import ObjectInfo
 from .failures import CommandError
@@ -24,12 +24,12 @@ from .progress import Progress, Tally
 @attrs.frozen
 class Entry:
     """An object or file found under a folder location: where it is, its size, its last
-    change, and its etag (store objects only)."""
+    change, and, for a store object, its info as listed."""
 
     location: Location
     size: int
     modified: datetime
-    etag: str | None = None
+    info: ObjectInfo | None = None
 
 
 #: The failures of a whole copy that another attempt may not meet: a body that failed its
@@ -40,18 +40,25 @@ ATTEMPTS = 3
 
 
 def copy_object(
-    src: Location, dst: Location, progress: Progress, *, no_clobber: bool = False, size: int | None = None
+    src: Location,
+    dst: Location,
+    progress: Progress,
+    *,
+    no_clobber: bool = False,
+    info: ObjectInfo | None = None,
 ) -> str:
-    """Copy one object or file of ``size`` bytes (if known) from ``src`` to ``dst``
-    (``no_clobber``: only if ``dst`` is missing, atomically); the verb that says what was done.
+    """Copy one object or file from ``src`` to ``dst`` (``no_clobber``: only if ``dst`` is
+    missing, atomically); the verb that says what was done. ``info`` is what is known of a
+    store object already (from a listing or a ``stat``), so it is not asked for again.
 
-    A copy that fails half-way stores nothing, so one that met a transient failure starts over.
+    A copy that fails half-way stores nothing, so one that met a transient failure starts
+    over, asking afresh.
     """
     again = not any(isinstance(end, LocalLocation) and end.is_stdio for end in (src, dst))
     for attempt in range(1, ATTEMPTS + 1):
         tally = progress.tally()
         try:
-            return _copy(src, dst, tally, no_clobber, size)
+            return _copy(src, dst, tally, no_clobber, info if attempt == 1 else None)
         except _TRANSIENT:
             tally.take_back()
             if not again or attempt == ATTEMPTS:
@@ -59,30 +66,31 @@ def copy_object(
     raise AssertionError("unreachable")
 
 
-def _copy(src: Location, dst: Location, tally: Tally, no_clobber: bool, size: int | None) -> str:
+def _copy(src: Location, dst: Location, tally: Tally, no_clobber: bool, info: ObjectInfo | None) -> str:
     if isinstance(src, LocalLocation):
         if not isinstance(dst, StoreLocation):
             raise CommandError(src.path, "a copy has a store URL on at least one side")
         _upload(src, dst, tally, no_clobber)
         return "upload"
     if isinstance(dst, LocalLocation):
-        _download(src, dst, tally, no_clobber)
+        _download(src, dst, tally, no_clobber, info or src.store.stat(src.key))
         return "download"
     if dst.store_id == src.store_id and not no_clobber:
         dst.store.copy(src.key, dst.key)  # on the server, in one step, where the backend can
-        tally.advance(size or 0)
-    else:
+        tally.advance(info.size if info else 0)
+        return "copy"
+    keeps = src.store.supports_metadata and dst.store.supports_metadata
+    if info is None or (keeps and info.content_type is None):  # (S3's listings carry no attributes)
         info = src.store.stat(src.key)
-        with src.store.read(src.key, if_match=info.etag) as stream:
-            keeps = src.store.supports_metadata and dst.store.supports_metadata
-            dst.store.write(
-                dst.key,
-                tally.reader(stream),
-                size=info.size,
-                if_none_match=no_clobber,
-                content_type=info.content_type if keeps else None,
-                metadata=info.metadata if keeps else None,
-            )
+    with src.store.read(src.key, if_match=info.etag) as stream:
+        dst.store.write(
+            dst.key,
+            tally.reader(stream),
+            size=info.size,
+            if_none_match=no_clobber,
+            content_type=info.content_type if keeps else None,
+            metadata=info.metadata if keeps else None,
+        )
     return "copy"
 
 
@@ -111,8 +119,9 @@ def _write(
     )
 
 
-def _download(src: StoreLocation, dst: LocalLocation, tally: Tally, no_clobber: bool) -> None:
-    info = src.store.stat(src.key)
+def _download(
+    src: StoreLocation, dst: LocalLocation, tally: Tally, no_clobber: bool, info: ObjectInfo
+) -> None:
     if dst.is_stdio:
         out = sys.stdout.buffer
         for chunk in read_chunks(src, info, tally):
@@ -121,10 +130,10 @@ def _download(src: StoreLocation, dst: LocalLocation, tally: Tally, no_clobber: 
         return
 
     def fill(fd: int) -> ObjectInfo:
-        offset = 0
-        for chunk in read_chunks(src, info, tally):
-            write_at(fd, memoryview(chunk), offset, src.key)
-            offset += len(chunk)
+        with src.store.read(src.key, if_match=info.etag) as stream:
+            copied = copy_stream(src.key, tally.reader(stream), fd, info.size)
+        if copied != info.size:
+            raise ObjectChangedError(src.key, info.etag)
         return info
 
     os.makedirs(os.path.dirname(os.path.abspath(dst.path)), exist_ok=True)
@@ -166,7 +175,7 @@ def entries(folder: Location) -> dict[str, Entry]:
         for info in folder.store.list(prefix):
             relative = info.key[len(prefix) :]
             if isinstance(info, ObjectInfo) and not relative.endswith("/"):
-                found[relative] = Entry(folder.at(info.key), info.size, info.last_modified, info.etag)
+                found[relative] = Entry(folder.at(info.key), info.size, info.last_modified, info)
         return found
     if not os.path.isdir(folder.path):
         raise CommandError(folder.path, "not a folder")
@@ -206,7 +215,7 @@ def digest(entry: Entry) -> Callable[[], str] | None:
     an S3 etag without "-" is one; a local file or posix object is read. None otherwise."""
     location = entry.location
     if isinstance(location, StoreLocation) and location.store_id[0] == "s3":
-        etag = entry.etag or ""
+        etag = entry.info.etag if entry.info is not None else ""
         return (lambda: etag) if len(etag) == 32 and "-" not in etag else None
     return lambda: _md5(location)
 
