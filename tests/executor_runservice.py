@@ -17,6 +17,7 @@ from runstore.clock import now
 from runstore.contract.errors import BadRequestError, InternalError, NotExistError
 from runstore.contract.http.server import JsonApp, ServerThread, json_response, read_json
 from runstore.contract.model import (
+    AssignedTasks,
     CacheSaved,
     Executor,
     ExecutorStatus,
@@ -112,7 +113,7 @@ class RunserviceStandIn(JsonApp):
             if executor_id not in self.executors:
                 raise NotExistError(f"executor {executor_id} is not registered")
             tasks = [task for task in self.tasks.values() if task.executor_id == executor_id]
-        return json_response(tasks)
+        return json_response(AssignedTasks("", tasks))
 
     def task_status(self, request: Request, task_id: str) -> Response:
         status = read_json(request, ExecutorTaskStatus)

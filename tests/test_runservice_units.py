@@ -358,7 +358,7 @@ def test_a_hostile_executor_delays_only_its_own_tasks(tmp_path: Path) -> None:
         theirs = [client.create_run(hello, GROUP) for _ in range(4)]
 
         def all_assigned() -> list[ExecutorTask] | None:
-            assigned = client.executor_tasks("hostile")
+            assigned = client.executor_tasks("hostile").tasks
             return assigned if len(assigned) == 4 else None
 
         def finished() -> Run | None:

@@ -191,7 +191,7 @@ def executor_tasks(client: RunServiceClient) -> dict[str, ExecutorTask]:
     """The tasks of executor ex1, asked as ex1 (a client's token may not)."""
     as_executor = RunServiceClient(client.base_url, token=TOKENS["ex1"])
     try:
-        return {task.task_name: task for task in as_executor.executor_tasks("ex1")}
+        return {task.task_name: task for task in as_executor.executor_tasks("ex1").tasks}
     finally:
         as_executor.close()
 

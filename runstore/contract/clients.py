@@ -15,6 +15,7 @@ import attrs
 from runstore.contract.errors import ErrorKind, RemoteServiceError
 from runstore.contract.http.client import Download, ServiceClient
 from runstore.contract.model import (
+    AssignedTasks,
     CacheGroupCaches,
     CacheSaved,
     CachesDeleted,
@@ -74,9 +75,12 @@ class RunServiceClient(_Client):
         """Delete an executor's record (its tasks stay until the runservice settles them)."""
         self.http.send(_R.delete_executor, {"executor_id": executor_id})
 
-    def executor_tasks(self, executor_id: str) -> list[ExecutorTask]:
-        """The tasks assigned to an executor."""
-        return self.http.json(_R.executor_tasks, list[ExecutorTask], {"executor_id": executor_id})
+    def executor_tasks(self, executor_id: str, *, after: str = "", wait: float = 0.0) -> AssignedTasks:
+        """The tasks assigned to an executor; if their version is still ``after``, answered once
+        it changes or ``wait`` seconds passed (a long poll, bounded by the runservice too)."""
+        fields = {"after": after, "wait": f"{wait:g}"} if after and wait > 0 else None
+        values = {"executor_id": executor_id}
+        return self.http.json(_R.executor_tasks, AssignedTasks, values, fields=fields, wait=wait)
 
     def task_status(self, task_id: str, status: ExecutorTaskStatus) -> None:
         """Report the status of an executor task."""

@@ -233,6 +233,16 @@ class ExecutorTask:
 
 
 @attrs.frozen
+class AssignedTasks:
+    """The tasks assigned to an executor, and the version of that assignment: an executor
+    that asks again with ``after=version`` is answered once the assignment changes (a task
+    assigned, ended by the runservice, or gone) or a bound passes."""
+
+    version: str
+    tasks: list[ExecutorTask] = attrs.field(factory=list)
+
+
+@attrs.frozen
 class ExecutorTaskStatus:
     """What an executor reports of one of its tasks."""
 

@@ -289,7 +289,7 @@ class Executor:
             active = sorted(task_id for task_id, runner in self._runners.items() if runner.alive)
             status = ExecutorStatus(self.listen_url, self.active_tasks_limit, active)
             self._client.put_executor(self.id, status)
-            tasks = self._client.executor_tasks(self.id)
+            tasks = self._client.executor_tasks(self.id).tasks
             assigned: dict[str, ExecutorTask] = {}
             for task in tasks:
                 try:

@@ -18,6 +18,7 @@ from runstore.contract.errors import BadRequestError, ForbiddenError, NotExistEr
 from runstore.contract.http.server import JsonApp, ServerThread, identity, json_response, read_body, read_json
 from runstore.contract.model import (
     ArchiveRef,
+    AssignedTasks,
     CacheGroupCaches,
     CacheInfo,
     CacheSaved,
@@ -119,7 +120,7 @@ class RunServiceApp(JsonApp):
     def executor_tasks(self, request: Request, executor_id: str) -> Response:
         executor_id = _id("executor id", executor_id)
         self._as(request, executor_id)
-        return json_response(self.service.executors.tasks_of(executor_id))
+        return json_response(AssignedTasks("", self.service.executors.tasks_of(executor_id)))
 
     def task_status(self, request: Request, task_id: str) -> Response:
         """An executor's report of a task: 400, changing nothing, unless it fits the task's steps."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 
@@ -10,6 +11,7 @@ import attrs
 from runstore.clock import now
 from runstore.contract.errors import NotExistError
 from runstore.contract.model import (
+    AssignedTasks,
     Executor,
     ExecutorStatus,
     ExecutorTask,
@@ -20,6 +22,7 @@ from runstore.contract.model import (
 )
 from runstore.runservice.absences import Absences
 from runstore.runservice.attempts import Attempts
+from runstore.runservice.changes import Changes
 from runstore.runservice.reports import check_report, settle_report
 from runstore.runservice.state import State
 from runstore.runservice.tasks import allowed, find_task, replace_task
@@ -30,10 +33,20 @@ log = logging.getLogger(__name__)
 class Executors:
     """The executor registry, and the status reports of executor tasks."""
 
-    def __init__(self, state: State, absences: Absences, attempts: Attempts) -> None:
+    def __init__(self, state: State, absences: Absences, attempts: Attempts, changes: Changes) -> None:
         self._state = state
         self._absences = absences
         self._attempts = attempts
+        self.changes = changes
+
+    async def poll(self, executor_id: str, after: str, wait: float) -> AssignedTasks:
+        """The tasks assigned to a registered executor and their version; if that version is
+        ``after``, once it changes or ``wait`` seconds passed (holding no thread meanwhile)."""
+        await asyncio.to_thread(self.tasks_of, executor_id)  # NotExistError if not registered
+        if after and wait > 0:
+            await self.changes.wait(executor_id, after, wait)
+        version = self.changes.version(executor_id)
+        return AssignedTasks(version, await asyncio.to_thread(self.tasks_of, executor_id))
 
     def get(self, executor_id: str) -> Executor | None:
         """The executor's record; None if it has none."""

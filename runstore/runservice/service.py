@@ -27,6 +27,7 @@ from runstore.contract.errors import ServiceError
 from runstore.contract.model import ServiceHealth
 from runstore.runservice.absences import Absences
 from runstore.runservice.attempts import Attempts
+from runstore.runservice.changes import Changes
 from runstore.runservice.checker import ExecutorTaskChecker
 from runstore.runservice.collector import NO_RETENTION, Collector, Retention
 from runstore.runservice.executors import Executors
@@ -68,7 +69,8 @@ class RunService:
         attempts = Attempts()
         absences = Absences()
         self.runs = Runs(self.state)
-        self.executors = Executors(self.state, absences, attempts)
+        self.changes = Changes()
+        self.executors = Executors(self.state, absences, attempts, self.changes)
         self.scheduler = Scheduler(self.state, attempts, executor_timeout)
         self.checker = ExecutorTaskChecker(self.state, attempts)
         self.fetcher = Fetcher(self.state, attempts, absences, executor_timeout, token=runservice_token)

@@ -63,16 +63,23 @@ class ServiceClient:
         body: bytes | BinaryIO | Iterator[bytes] | None = None,
         fields: Mapping[str, str | list[str]] | None = None,
         stream: bool = False,
+        wait: float = 0.0,
     ) -> urllib3.BaseHTTPResponse:
         """Send a request to ``route`` (its placeholders filled from ``values``, ``fields``
-        as the query); ``RemoteServiceError`` for an error response, ``UnreachableError``
-        if none came."""
+        as the query), whose answer may take ``wait`` seconds more than the client's
+        ``timeout`` (a long poll); ``RemoteServiceError`` for an error response,
+        ``UnreachableError`` if none came."""
         url = self.base_url + route.path(**(values or {}))
         if fields:
             url += "?" + urlencode(fields, doseq=True)
         try:
             response = self._http.request(
-                route.method, url, body=body, headers=self._headers, preload_content=not stream
+                route.method,
+                url,
+                body=body,
+                headers=self._headers,
+                preload_content=not stream,
+                timeout=urllib3.Timeout(connect=5.0, read=self.timeout + wait),
             )
         except urllib3.exceptions.HTTPError as exc:
             raise UnreachableError(f"{route.method} {url} failed: {exc}") from exc
@@ -94,10 +101,11 @@ class ServiceClient:
         value: Any = None,
         body: bytes | BinaryIO | None = None,
         fields: Mapping[str, str | list[str]] | None = None,
+        wait: float = 0.0,
     ) -> bytes:
         """Send ``value`` as JSON (or ``body`` as it is, or nothing); the answer's body."""
         payload = codec.dumps(value) if value is not None else body
-        return self.request(route, values, body=payload, fields=fields).data
+        return self.request(route, values, body=payload, fields=fields, wait=wait).data
 
     def json(
         self,
@@ -108,9 +116,10 @@ class ServiceClient:
         value: Any = None,
         body: bytes | BinaryIO | None = None,
         fields: Mapping[str, str | list[str]] | None = None,
+        wait: float = 0.0,
     ) -> T:
         """:meth:`send`, and the answer as a ``kind``; ``InternalError`` if it is not one."""
-        raw = self.send(route, values, value=value, body=body, fields=fields)
+        raw = self.send(route, values, value=value, body=body, fields=fields, wait=wait)
         try:
             return codec.loads(kind, raw)
         except ValueError as exc:
