@@ -22,7 +22,6 @@ from runstore.contract.model import (
     CollectionReport,
     Executor,
     ExecutorStatus,
-    ExecutorTask,
     ExecutorTaskPhase,
     ExecutorTaskStatus,
     Run,
