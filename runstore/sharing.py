@@ -20,6 +20,7 @@ can interleave the steps of several operations; :func:`run_steps` runs one to it
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import secrets
 from collections.abc import Callable, Generator
@@ -80,8 +81,18 @@ class SharedArea:
 
     # -- references ---------------------------------------------------------------
 
-    def create(self, run_id: str) -> Steps[None]:
-        """Make ``run_id`` the first reference of a new, empty area."""
+    def create(self, run_id: str, *, fresh: bool = False) -> Steps[None]:
+        """Make ``run_id`` the first reference of a new, empty area.
+
+        ``fresh``: the caller made the area's name itself and nobody else has it, so no other
+        reference or deleter can be there: only the marker is written (create-only; one that
+        exists is ``run_id``'s, from an earlier attempt).
+        """
+        if fresh:
+            with contextlib.suppress(AlreadyExistsError):
+                self.storage.write(self.marker_key(run_id), b"", if_none_match=True)
+            yield "marker written"
+            return
         if any(True for _ in itertools.islice(self.storage.list_keys(self.root), 1)):
             raise AlreadyExistsError(self.root)
         yield "checked empty"

@@ -65,13 +65,13 @@ class RunStore:
 
     # -- references, one step at a time ---------------------------------------------
 
-    def create_task_steps(self, run_id: str, task_id: str) -> Steps[None]:
+    def create_task_steps(self, run_id: str, task_id: str, *, fresh: bool = False) -> Steps[None]:
         """:meth:`create_task`, in steps."""
         check_id("run id", run_id)
         done: list[SharedArea] = []
         for area in self._areas(task_id):
             try:
-                yield from area.create(run_id)
+                yield from area.create(run_id, fresh=fresh)
             except AlreadyExistsError:
                 for created in done:
                     yield from created.remove(run_id)
@@ -115,14 +115,16 @@ class RunStore:
 
     # -- references ----------------------------------------------------------------
 
-    def create_task(self, run_id: str, task_id: str) -> None:
+    def create_task(self, run_id: str, task_id: str, *, fresh: bool = False) -> None:
         """Make ``run_id`` the first reference of a new task, before any of its data.
 
         ``AlreadyExistsError`` if the task already has data or references. Task ids are
         never reused: an id that was ever created (or passed to ``add_run``) must not be
-        created again, even after its data is gone.
+        created again, even after its data is gone. ``fresh``: the caller made ``task_id``
+        itself and nobody else has it, so nothing else can be there: only the markers are
+        written (two requests, not six), and calling it again after a failure is safe.
         """
-        run_steps(self.create_task_steps(run_id, task_id))
+        run_steps(self.create_task_steps(run_id, task_id, fresh=fresh))
 
     def finish_task(self, task_id: str) -> None:
         """Mark the task's data complete; only complete data can be shared."""

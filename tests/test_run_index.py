@@ -29,9 +29,11 @@ from runstore.contract.model import (
 )
 from runstore.contract.routes import RunServiceRoutes
 from runstore.runservice import index
+from runstore.runservice.absences import Absences
 from runstore.runservice.api import RunServiceApp
 from runstore.runservice.attempts import Attempts
 from runstore.runservice.collector import Collector
+from runstore.runservice.executors import Executors
 from runstore.runservice.index import LISTED, Listed, RunIndex
 from runstore.runservice.runs import Runs
 from runstore.runservice.scheduler import Scheduler
@@ -41,6 +43,10 @@ from runstore.runservice.state import State
 ONE = RunConfig([TaskConfig("build", [Step(StepKind.RUN, command="make")])])
 TIMEOUT = timedelta(seconds=30)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def scheduler_of(state: State) -> Scheduler:
+    return Scheduler(state, Attempts(), Executors(state, Absences(), Attempts(), timeout=TIMEOUT))
 
 
 @pytest.fixture
@@ -117,7 +123,7 @@ def test_a_create_that_died_before_its_document_leaves_entries_that_go_after_the
     state.index.add(ghost)  # and then the process died
     (real,) = make_runs(state, ["/project/p1/branch/main"])
     assert [run.id for run in Runs(state).list().runs] == [real.id]  # skipped
-    scheduler = Scheduler(state, Attempts(), TIMEOUT)
+    scheduler = scheduler_of(state)
     scheduler.schedule_once()
     assert [entry.run_id for entry in state.index.active()] == sorted([ghost.id, real.id])  # within the grace
     monkeypatch.setattr(index, "GRACE", timedelta(0))
@@ -132,7 +138,7 @@ def test_a_create_that_died_before_its_document_leaves_entries_that_go_after_the
 def test_a_finish_that_died_before_dropping_the_active_entry_is_completed(state: State) -> None:
     (run,) = make_runs(state, ["/project/p1/branch/main"])
     state.runs.update(run.id, lambda current: attrs.evolve(current, phase=RunPhase.FINISHED))  # then died
-    Scheduler(state, Attempts(), TIMEOUT).schedule_once()
+    scheduler_of(state).schedule_once()
     assert state.index.active() == []
 
 
@@ -143,7 +149,7 @@ def test_a_store_from_before_the_index_is_entered_once(state: State) -> None:
     ]
     for run in old:
         state.runs.put(run.id, run)
-    scheduler = Scheduler(state, Attempts(), TIMEOUT)
+    scheduler = scheduler_of(state)
     scheduler.schedule_once()
     assert state.index.is_current()
     assert [entry.run_id for entry in state.index.active()] == []  # run-old-1 had no tasks: finished now
@@ -162,7 +168,7 @@ def finished_runs(state: State, count: int) -> None:
 
 def idle_pass_requests(state: State) -> dict[str, int]:
     counting = CountingStorage(state.storage)
-    Scheduler(State(counting), Attempts(), TIMEOUT).schedule_once()
+    scheduler_of(State(counting)).schedule_once()
     return counting.counts
 
 
@@ -173,7 +179,7 @@ def test_a_pass_costs_nothing_per_finished_run(active: int) -> None:
     for state in (few, many):
         state.executors.put("ex1", _executor())
         make_runs(state, ["/project/p1/branch/main"] * active)
-        Scheduler(state, Attempts(), TIMEOUT).schedule_once()  # assigns what it can, builds the index
+        scheduler_of(state).schedule_once()  # assigns what it can, builds the index
     assert idle_pass_requests(many) == idle_pass_requests(few)
 
 

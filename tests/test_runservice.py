@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -138,8 +139,9 @@ def test_checker_fails_tasks_of_deleted_executors(service: RunService) -> None:
 
 
 def test_reaper_deletes_silent_executors(service: RunService) -> None:
-    service.reaper.executor_timeout = timedelta(0)
     service.executors.report("ex1", ExecutorStatus("http://127.0.0.1:1", 1))
+    later = time.monotonic() + 2 * service.executors.liveness.timeout.total_seconds()
+    service.executors.liveness.clock = lambda: later  # silent since: nothing was written
     service.reaper.reap_once()
     assert service.state.executors.ids() == []
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,6 +64,10 @@ BUILD = RunConfig(
 )
 
 
+def scheduler_of(state: State) -> Scheduler:
+    return Scheduler(state, Attempts(), Executors(state, Absences(), Attempts(), timeout=TIMEOUT))
+
+
 @pytest.fixture
 def state() -> State:
     return State(MemoryStorage())
@@ -82,7 +87,7 @@ def only_executor_task(state: State) -> ExecutorTask:
 
 
 def test_the_scheduler_alone_assigns_runnable_tasks_to_free_executors(state: State) -> None:
-    scheduler = Scheduler(state, Attempts(), TIMEOUT)
+    scheduler = scheduler_of(state)
     run = Runs(state).create(BUILD, GROUP)
     scheduler.schedule_once()
     assert state.runs.get(run.id).phase is RunPhase.RUNNING
@@ -98,7 +103,7 @@ def test_the_scheduler_alone_assigns_runnable_tasks_to_free_executors(state: Sta
 def test_the_checker_alone_fails_tasks_whose_executor_is_gone(state: State) -> None:
     live_executor(state)
     Runs(state).create(BUILD, GROUP)
-    Scheduler(state, Attempts(), TIMEOUT).schedule_once()
+    scheduler_of(state).schedule_once()
     task = only_executor_task(state)
     checker = ExecutorTaskChecker(state, Attempts())
     checker.check_once()
@@ -113,13 +118,12 @@ def test_the_checker_alone_fails_tasks_whose_executor_is_gone(state: State) -> N
 
 def test_the_reaper_alone_deletes_silent_executors_only(state: State) -> None:
     absences = Absences()
-    executors = Executors(state, absences, Attempts())
+    executors = Executors(state, absences, Attempts(), timeout=TIMEOUT)
+    executors.report("silent", ExecutorStatus("http://127.0.0.1:2", 1))
+    later = time.monotonic() + 2 * TIMEOUT.total_seconds()
+    executors.liveness.clock = lambda: later  # silent since, in memory: no record is written
     executors.report("fresh", ExecutorStatus("http://127.0.0.1:1", 1))
-    silent = Executor(
-        "silent", "http://127.0.0.1:2", 1, last_status_time=datetime.now(UTC) - 2 * TIMEOUT
-    )
-    state.executors.put("silent", silent)
-    Reaper(state, Attempts(), executors, TIMEOUT).reap_once()
+    Reaper(state, Attempts(), executors).reap_once()
     assert state.executors.ids() == ["fresh"]
     assert absences.gone_for_good("silent", TIMEOUT)  # last heard of past the timeout: not waited for
 
@@ -131,7 +135,7 @@ def test_the_fetcher_alone_copies_a_finished_task_from_an_executor_and_deletes_i
     try:
         live_executor(state, url=server.url)
         run = Runs(state).create(BUILD, GROUP)
-        Scheduler(state, Attempts(), TIMEOUT).schedule_once()
+        scheduler_of(state).schedule_once()
         task = only_executor_task(state)
         root = tmp_path / task.id
         (root / "logs" / "steps").mkdir(parents=True)
@@ -160,7 +164,7 @@ def test_the_fetcher_alone_copies_a_finished_task_from_an_executor_and_deletes_i
 def test_the_fetcher_waits_for_a_deleted_executor_until_it_is_gone_for_good(state: State) -> None:
     live_executor(state)
     Runs(state).create(BUILD, GROUP)
-    Scheduler(state, Attempts(), TIMEOUT).schedule_once()
+    scheduler_of(state).schedule_once()
     task = only_executor_task(state)
     Executors(state, Absences(), Attempts()).task_status(
         task.id, ExecutorTaskStatus(ExecutorTaskPhase.FAILED)
@@ -235,7 +239,9 @@ def test_no_change_function_does_storage_or_http_io(tmp_path: Path, monkeypatch:
     original_update = Documents.update
     original_urlopen = urllib3.PoolManager.urlopen
 
-    def update(self: Documents[T], doc_id: str, change: Callable[[T], T | None]) -> T | None:
+    def update(
+        self: Documents[T], doc_id: str, change: Callable[[T], T | None], *, durable: bool = True
+    ) -> T | None:
         def watched(document: T) -> T | None:
             changing.active = True
             try:
@@ -243,7 +249,7 @@ def test_no_change_function_does_storage_or_http_io(tmp_path: Path, monkeypatch:
             finally:
                 changing.active = False
 
-        return original_update(self, doc_id, watched)
+        return original_update(self, doc_id, watched, durable=durable)
 
     def urlopen(self: urllib3.PoolManager, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         if changing.active:

@@ -286,11 +286,9 @@ def test_the_fetch_gives_up_at_once_on_a_reaped_executor(service: RunService) ->
     task = assigned(service, HELLO)
     report = ExecutorTaskStatus(ExecutorTaskPhase.SUCCESS, NOW, NOW, step_states=[SUCCEEDED])
     service.executors.task_status(task.id, report)
-    silent = attrs.evolve(
-        service.state.executors.get("ex1"), last_status_time=datetime.now(UTC) - 2 * TIMEOUT
-    )
-    service.state.executors.put("ex1", silent)
-    service.reaper.executor_timeout = service.fetcher.executor_timeout = TIMEOUT
+    later = time.monotonic() + 2 * TIMEOUT.total_seconds()
+    service.executors.liveness.clock = lambda: later  # ex1 silent for twice the timeout
+    service.executors.liveness.timeout = service.fetcher.executor_timeout = TIMEOUT
     service.reaper.reap_once()  # silent past the timeout: deleted, and not waited for
     assert not service.state.executors.exists("ex1")
     service.fetcher.fetch_once()

@@ -1,13 +1,15 @@
 """The executor: runs the tasks the runservice assigns it, and serves their logs and archives.
 
-Its loop (every ``interval`` seconds, or :meth:`Executor.run_once`) reports the executor
-to the runservice, fetches its assigned tasks, starts those not started (never more
+Its loop (:meth:`Executor.run_once`) registers the executor with the runservice (again
+when its record is missing or what it reports changed), long-polls its assigned tasks
+(the runservice answers once they change, or after a bound), starts those not started (never more
 running than ``active_tasks_limit``), sends a task's latest status again while the
 runservice's copy differs, marks failed the tasks the runservice has running that no
 thread here runs (they ran before a restart), stops the tasks that still run here but
 are no longer assigned or that the runservice ended (e.g. failed: "executor deleted"),
-and deletes the folders of tasks no longer assigned once they are not running. Files
-are laid out as :mod:`runstore.executor.files` says.
+and deletes the folders of tasks no longer assigned once they are not running. While a
+task's status here differs from the runservice's copy, or after a failure (``interval``
+seconds later), it asks without waiting. Files are laid out as :mod:`runstore.executor.files` says.
 
 Stopping a task kills its running command's process group: SIGTERM, then SIGKILL after
 ``KILL_GRACE`` seconds (:mod:`runstore.executor.steps`). :meth:`Executor.stop`
@@ -39,7 +41,7 @@ import attrs
 from runstore.clock import now
 from runstore.contract.auth import Tokens
 from runstore.contract.clients import RunServiceClient
-from runstore.contract.errors import ServiceError
+from runstore.contract.errors import ErrorKind, RemoteServiceError, ServiceError
 from runstore.contract.http.server import ServerThread
 from runstore.contract.model import ExecutorStatus, ExecutorTask, ExecutorTaskPhase
 from runstore.errors import InvalidIdError
@@ -62,6 +64,8 @@ from runstore.ids import check_id
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 15.0  # seconds that stop() waits for the stopped tasks' final reports
+POLL_WAIT = 25.0
+"""Seconds a long poll for tasks may wait for a change (the runservice may answer sooner)."""
 
 
 @attrs.frozen
@@ -189,6 +193,10 @@ class Executor:
         self._orphans_noted: set[str] = set()
         self._waiting_for_uids: set[str] = set()  # tasks told to wait for a free uid
         self._lock = threading.Lock()  # one run_once at a time
+        self._reported: ExecutorStatus | None = None  # what the runservice was last told of this executor
+        self._version = ""  # the version of the assigned tasks last received
+        self._copies: dict[str, ExecutorTask] = {}  # the runservice's copies of the tasks, as last received
+        self._polling = threading.Event()  # set while the loop waits in a long poll
         self._runners_lock = threading.Lock()  # guards changes of _runners, and stop()'s reads
         self._stopping = threading.Event()
         self._state_lock = threading.Lock()  # guards _started and _stopped
@@ -263,8 +271,8 @@ class Executor:
             runners = list(self._runners.values())
         for runner in runners:
             runner.cancel(STOPPED)
-        if self._loop_thread.is_alive():
-            self._loop_thread.join()
+        while self._loop_thread.is_alive() and not self._polling.is_set():
+            self._loop_thread.join(0.05)  # a long poll holds nothing: its answer is dropped
         with self._runners_lock:
             runners = list(self._runners.values())
         deadline = time.monotonic() + STOP_TIMEOUT
@@ -277,8 +285,9 @@ class Executor:
         if self._users is not None:
             self._users.close()
 
-    def run_once(self) -> None:
-        """One iteration of the loop (nothing once stopped).
+    def run_once(self, wait: float = 0.0) -> None:
+        """One iteration of the loop (nothing once stopped): register if needed, ask for the
+        assigned tasks (waiting up to ``wait`` seconds for them to change), handle them.
 
         A failed report of the executor or fetch of its tasks raises a ``ServiceError``;
         a failure about one task is logged, and the other tasks are handled.
@@ -288,20 +297,43 @@ class Executor:
                 return
             active = sorted(task_id for task_id, runner in self._runners.items() if runner.alive)
             status = ExecutorStatus(self.listen_url, self.active_tasks_limit, active)
-            self._client.put_executor(self.id, status)
-            tasks = self._client.executor_tasks(self.id).tasks
+            if status != self._reported:
+                self._client.put_executor(self.id, status)
+                self._reported = status
+            self._polling.set()
+            try:
+                answer = self._client.executor_tasks(self.id, after=self._version, wait=wait)
+            except RemoteServiceError as exc:
+                if exc.kind is ErrorKind.NOT_EXIST:  # the runservice lost its record: register again
+                    self._reported = None
+                raise
+            finally:
+                self._polling.clear()
+            if self._stopping.is_set():
+                return
+            self._version = answer.version
             assigned: dict[str, ExecutorTask] = {}
-            for task in tasks:
+            for task in answer.tasks:
                 try:
                     assigned[check_id("task id", task.id)] = task
                 except InvalidIdError as exc:
                     log.error("executor %s: ignoring an assigned task: %s", self.id, exc)
+            self._copies = assigned
             for task in assigned.values():
                 try:
                     self._handle(task)
                 except (ServiceError, OSError) as exc:
                     log.warning("executor %s: task %s: %s", self.id, task.id, exc)
             self._remove_unassigned(assigned)
+
+    def _behind(self) -> bool:
+        """Whether the runservice's copy of a task it has unfinished differs from its status here."""
+        return any(
+            not copy.phase.finished
+            and (runner := self._runners.get(task_id)) is not None
+            and status_of(copy) != runner.status
+            for task_id, copy in self._copies.items()
+        )
 
     def _handle(self, task: ExecutorTask) -> None:
         runner = self._runners.get(task.id)
@@ -387,8 +419,11 @@ class Executor:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
+            # Behind: the runservice's copy of a task differs from what runs here, so ask again
+            # after ``interval`` (sooner if the tasks change), resending what differs.
+            wait = self.interval if self._behind() else POLL_WAIT
             try:
-                self.run_once()
+                self.run_once(wait)
             except ServiceError as exc:
                 if not self._failing:
                     log.warning("executor %s: the runservice failed: %s (retrying)", self.id, exc)
@@ -399,4 +434,6 @@ class Executor:
                 if self._failing:
                     log.info("executor %s: the runservice answers again", self.id)
                 self._failing = False
+                if self._version:
+                    continue  # the next poll waits by itself
             self._stopping.wait(self.interval)

@@ -107,6 +107,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " of it before (15)",
     )
     parser.add_argument(
+        "--sweep-every",
+        type=seconds,
+        default=timedelta(seconds=60),
+        metavar="SECONDS",
+        help="how often the store is read again for what no event announces (60); the runservice"
+        " otherwise acts on events, from memory",
+    )
+    parser.add_argument(
         "--collect-every",
         type=_duration(1.0, "seconds", zero=True),
         default=timedelta(hours=1),
@@ -192,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
         storage,
         executor_timeout=args.executor_timeout,
         lease_ttl=args.lease_ttl,
+        sweep_interval=args.sweep_every,
         collect_interval=args.collect_every,
         grace=args.grace,
         cache_ttl=args.cache_ttl,

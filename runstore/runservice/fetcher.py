@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
@@ -12,9 +13,11 @@ from typing import BinaryIO, cast
 
 from runstore.contract.clients import ExecutorClient
 from runstore.contract.errors import NotExistError, RemoteServiceError
-from runstore.contract.model import ExecutorTask, FetchPhase, TaskStatus
+from runstore.contract.model import ExecutorTask, FetchPhase, RunTask, TaskStatus
 from runstore.runservice.absences import Absences
 from runstore.runservice.attempts import Attempts
+from runstore.runservice.changes import Changes
+from runstore.runservice.executors import follow
 from runstore.runservice.state import State
 from runstore.runservice.tasks import Fetch, find_task, pending_fetches
 
@@ -45,8 +48,12 @@ class Fetcher:
         executor_timeout: timedelta,
         *,
         token: str | None = None,
+        changes: Changes | None = None,
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
         self._state = state
+        self._changes = changes or Changes()
+        self._wake = wake
         self._attempts = attempts
         self._absences = absences
         self.executor_timeout = executor_timeout
@@ -86,6 +93,7 @@ class Fetcher:
         finally:
             with self._lock:
                 del self._fetching[executor_task.id]
+            self._wake()  # its run may move on, or another fetch may start
 
     def _fetch(self, executor_task: ExecutorTask) -> None:
         state = self._state
@@ -93,10 +101,14 @@ class Fetcher:
             run = state.runs.get(executor_task.run_id)
         except NotExistError:
             state.executor_tasks.delete(executor_task.id)
+            self._changes.bump(executor_task.executor_id)
             return
         task = find_task(run, executor_task.id)
+        if task is not None and not task.status.finished:  # it follows in memory: not if that was lost
+            follow(state, executor_task)
+            task = find_task(state.runs.get(executor_task.run_id), executor_task.id)
         if task is None or not task.status.finished:
-            return  # the run task follows first
+            return
         try:
             executor = state.executors.get(executor_task.executor_id)
         except NotExistError:
@@ -104,10 +116,17 @@ class Fetcher:
                 return  # its record was deleted, but it may come back with the files: wait for it
             executor = None
         client = self._client(executor.listen_url) if executor is not None else None
-        for fetch in pending_fetches(task, state.store):
-            phase = FetchPhase.UNAVAILABLE if fetch.never_made else self._fetch_one(client, task.id, fetch)
-            state.change_task(run.id, task.id, functools.partial(fetch.record, phase))
-        task = find_task(state.runs.get(run.id), task.id)
+        records: list[Callable[[RunTask], RunTask]] = []
+        try:
+            for fetch in pending_fetches(task, state.store):
+                made = not fetch.never_made
+                phase = self._fetch_one(client, task.id, fetch) if made else FetchPhase.UNAVAILABLE
+                records.append(functools.partial(fetch.record, phase))
+        finally:  # what was fetched is recorded in one write, even if a later fetch failed
+            if records:
+                task = find_task(
+                    state.change_task(run.id, task.id, functools.partial(_apply, records)), task.id
+                )
         assert task is not None
         if task.fetched:
             if task.status is TaskStatus.SUCCESS and all(
@@ -115,6 +134,7 @@ class Fetcher:
             ):
                 state.store.finish_task(task.id)
             state.executor_tasks.delete(task.id)  # frees the executor's slot at once
+            self._changes.bump(executor_task.executor_id)
             log.info("task %s fetched; its executor task is deleted", task.id)
 
     def _fetch_one(self, client: ExecutorClient | None, task_id: str, fetch: Fetch) -> FetchPhase:
@@ -158,3 +178,9 @@ class Fetcher:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
+
+
+def _apply(records: list[Callable[[RunTask], RunTask]], task: RunTask) -> RunTask:
+    for record in records:
+        task = record(task)
+    return task

@@ -20,6 +20,7 @@ are older than :data:`GRACE`, which no create in progress can be (docs/runservic
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
@@ -86,10 +87,13 @@ class Active:
 
 
 class RunIndex:
-    """The indexes of a runservice's store."""
+    """The indexes of a runservice's store; the active entries are kept in memory once read
+    (the lease holder is the only writer), read again by :meth:`reload`."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
+        self._lock = threading.Lock()
+        self._active: dict[str, datetime] | None = None  # run id -> when its entry was written
 
     @staticmethod
     def listed_name(run: Run) -> str:
@@ -99,15 +103,26 @@ class RunIndex:
     def add(self, run: Run) -> None:
         """Enter a new run, before its document is written."""
         self.storage.write(ACTIVE + run.id, b"")
+        self._entered(run.id, now())
         self.storage.write(LISTED + self.listed_name(run), b"")
 
     def finished(self, run_id: str) -> None:
         """Drop the active entry of a run whose document is finished."""
         self.storage.delete(ACTIVE + run_id)
+        self._entered(run_id, None)
 
     def remove(self, run: Run) -> None:
         """Drop both entries of a run whose document is deleted."""
         self.storage.delete_many([ACTIVE + run.id, LISTED + self.listed_name(run)])
+        self._entered(run.id, None)
+
+    def _entered(self, run_id: str, written: datetime | None) -> None:
+        with self._lock:
+            if self._active is not None:
+                if written is None:
+                    self._active.pop(run_id, None)
+                else:
+                    self._active[run_id] = written
 
     def deleting(self, run_id: str) -> None:
         """Enter a run whose delete starts."""
@@ -122,12 +137,28 @@ class RunIndex:
         return [key[len(DELETING) :] for key in self.storage.list_keys(DELETING)]
 
     def active(self) -> list[Active]:
-        """The active entries, in run id order."""
-        return [
-            Active(info.key[len(ACTIVE) :], info.last_modified)
+        """The active entries, in run id order (listed once, then known in memory)."""
+        with self._lock:
+            known = None if self._active is None else dict(self._active)
+        if known is None:
+            known = self.reload()
+        return [Active(run_id, written) for run_id, written in sorted(known.items())]
+
+    def reload(self) -> dict[str, datetime]:
+        """List the active entries again (one request per 1,000); run id -> when written.
+
+        An entry this index writes while it lists is kept, whether the listing saw it or not.
+        """
+        started = now()
+        listed = {
+            info.key[len(ACTIVE) :]: info.last_modified
             for info in self.storage.list(ACTIVE)
             if isinstance(info, ObjectInfo)
-        ]
+        }
+        with self._lock:
+            during = {run_id: at for run_id, at in (self._active or {}).items() if at >= started}
+            self._active = {**listed, **during}
+            return dict(self._active)
 
     def listed(self, after: str = "") -> Iterator[Listed]:
         """The listed entries newest first, from the one after the entry named ``after``."""
@@ -160,6 +191,7 @@ class RunIndex:
         for run in runs:
             if run.phase is not RunPhase.FINISHED:
                 self.storage.write(ACTIVE + run.id, b"")
+                self._entered(run.id, now())
             self.storage.write(LISTED + self.listed_name(run), b"")
             count += 1
         self.storage.write(VERSION_KEY, VERSION)

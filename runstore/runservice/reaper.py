@@ -1,12 +1,10 @@
-"""The reaper: deletes the records of executors that stopped reporting."""
+"""The reaper: deletes the records of executors that stopped reporting and polling."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from datetime import timedelta
 
-from runstore.clock import now
 from runstore.runservice.attempts import Attempts
 from runstore.runservice.executors import Executors
 from runstore.runservice.state import State
@@ -15,20 +13,19 @@ log = logging.getLogger(__name__)
 
 
 class Reaper:
-    """Deletes the record of every executor silent for longer than ``executor_timeout``."""
+    """Deletes the record of every executor not heard of for longer than its timeout
+    (:class:`Liveness`): from memory, a request only for each record deleted."""
 
-    def __init__(
-        self, state: State, attempts: Attempts, executors: Executors, executor_timeout: timedelta
-    ) -> None:
+    def __init__(self, state: State, attempts: Attempts, executors: Executors) -> None:
         self._state = state
         self._attempts = attempts
         self._executors = executors
-        self.executor_timeout = executor_timeout
 
     def reap_once(self) -> None:
-        limit = now() - self.executor_timeout
+        liveness = self._executors.liveness
         for executor in list(self._attempts.each(self._state.executors)):
-            if executor.last_status_time is None or executor.last_status_time < limit:
-                log.info("executor %s silent since %s", executor.id, executor.last_status_time)
-                forget = functools.partial(self._executors.forget, executor.id, executor.last_status_time)
+            if not liveness.alive(executor.id):
+                last = liveness.last_heard(executor.id)
+                log.info("executor %s silent since %s", executor.id, last)
+                forget = functools.partial(self._executors.forget, executor.id, last)
                 self._attempts.attempt(f"reaping executor {executor.id}", forget)

@@ -31,10 +31,12 @@ MAX_READS = 1000
 
 
 class Runs:
-    """The runs of a runservice's store."""
+    """The runs of a runservice's store; ``wake`` wakes the loops when one is created, restarted
+    or cancelled."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, wake: Callable[[], None] = lambda: None) -> None:
         self._state = state
+        self._wake = wake
 
     def get(self, run_id: str) -> Run:
         """The run; ``NotExistError`` if there is none."""
@@ -77,6 +79,7 @@ class Runs:
         """Store a new run: its index entries first, then its document."""
         self._state.index.add(run)
         self._state.runs.create(run.id, run)
+        self._wake()
 
     def restart(self, run_id: str) -> Run:
         """A new run of a finished run's config that shares its successful tasks.
@@ -137,6 +140,7 @@ class Runs:
         run = self._state.runs.update(run_id, cancel)
         assert run is not None
         log.info("run %s cancelled", run_id)
+        self._wake()
         return run
 
     def delete(self, run_id: str) -> None:

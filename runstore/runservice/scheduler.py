@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import attrs
 
@@ -22,7 +21,7 @@ from runstore.contract.model import (
     TaskStatus,
 )
 from runstore.runservice.attempts import Attempts
-from runstore.runservice.executors import follow
+from runstore.runservice.executors import Executors, follow
 from runstore.runservice.index import GRACE
 from runstore.runservice.runs import cancelled
 from runstore.runservice.state import State
@@ -69,10 +68,10 @@ class Scheduler:
     tasks) requests, whatever the number of finished runs.
     """
 
-    def __init__(self, state: State, attempts: Attempts, executor_timeout: timedelta) -> None:
+    def __init__(self, state: State, attempts: Attempts, executors: Executors) -> None:
         self._state = state
         self._attempts = attempts
-        self.executor_timeout = executor_timeout
+        self._executors = executors
         self._indexed = False  # whether the store's runs are known to be in the index
 
     def schedule_once(self) -> None:
@@ -92,11 +91,11 @@ class Scheduler:
         load: dict[str, int] = {}
         for task in tasks:
             load[task.executor_id] = load.get(task.executor_id, 0) + 1
-        limit = now() - self.executor_timeout
+        alive = self._executors.liveness.alive
         free = {
             executor.id: executor.active_tasks_limit - load.get(executor.id, 0)
             for executor in self._attempts.each(self._state.executors)
-            if executor.last_status_time is not None and executor.last_status_time > limit
+            if alive(executor.id)
         }
         return _Pass({task.id for task in tasks}, free)
 
@@ -152,6 +151,7 @@ class Scheduler:
                 if stopped is not None and stopped.end_time == ended:  # this pass stopped it
                     log.info("task %s of cancelled run %s: stopped on its executor", task.id, run.id)
                     follow(self._state, stopped)
+                    self._executors.changes.bump(stopped.executor_id)
 
     def _assign(self, run: Run, task: RunTask, known: _Pass) -> None:
         if task.id in known.assigned:
@@ -160,10 +160,9 @@ class Scheduler:
         if executor_id is None:
             return
         if not task.registered:
-            # The run's marker comes before any data; AlreadyExistsError means an earlier
-            # attempt registered the task but did not record it.
-            with contextlib.suppress(AlreadyExistsError):
-                self._state.store.create_task(run.id, task.id)
+            # The run's markers come before any data. The task id is this runservice's own
+            # (fresh_task), so creating them again after an attempt that did not record them is safe.
+            self._state.store.create_task(run.id, task.id, fresh=True)
             self._state.change_task(run.id, task.id, lambda t: attrs.evolve(t, registered=True))
         executor_task = ExecutorTask(
             id=task.id,
@@ -181,6 +180,7 @@ class Scheduler:
         except AlreadyExistsError:
             return
         known.assigned.add(task.id)
+        self._executors.changes.bump(executor_id)
         log.info("task %s (%s of run %s) assigned to executor %s", task.id, task.name, run.id, executor_id)
 
     def _finish_if_done(self, run: Run, known: _Pass) -> None:
@@ -204,5 +204,6 @@ class Scheduler:
         finished = self._state.runs.update(run.id, finish)
         if finished is not None and finished.phase is RunPhase.FINISHED:
             self._state.index.finished(run.id)
+            self._state.runs.forget(run.id)
             if run.phase is not RunPhase.FINISHED:
                 log.info("run %s finished: %s", finished.id, finished.result.value)
