@@ -7,11 +7,13 @@ import asyncio
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from objstore import MemoryStorage, Storage
 from runstore.contract import codec
+from runstore.contract.clients import RunServiceClient
 from runstore.contract.errors import NotExistError
 from runstore.contract.model import (
     Executor,
@@ -20,12 +22,15 @@ from runstore.contract.model import (
     ExecutorTaskPhase,
     ExecutorTaskStatus,
     RunConfig,
+    RunPhase,
     Step,
     StepKind,
     StepState,
     TaskConfig,
     TaskStatus,
 )
+from runstore.executor.executor import Executor as ExecutorProcess
+from runstore.runservice.api import serve
 from runstore.runservice.service import RunService
 from tests.storage_log import RequestLog
 from tests.waiting import wait_for
@@ -88,7 +93,9 @@ def test_step_reports_stay_in_memory_until_the_phase_moves(log: RequestLog, serv
     task = assigned(service)
     key = f"runservice/executortasks/{task.id}.json"
     before = len(log.requests)
-    service.executors.task_status(task.id, ExecutorTaskStatus(RUNNING, NOW, step_states=[StepState(RUNNING, NOW), StepState()]))
+    service.executors.task_status(
+        task.id, ExecutorTaskStatus(RUNNING, NOW, step_states=[StepState(RUNNING, NOW), StepState()])
+    )
     assert log.since(before) == [("write", key)]  # the executor task only: its run follows in memory
 
     before = len(log.requests)
@@ -111,7 +118,9 @@ def test_stop_writes_what_memory_alone_has(log: RequestLog, service: RunService)
     service.executors.task_status(task.id, ExecutorTaskStatus(RUNNING, NOW, step_states=progress))
     service.stop()
     assert stored(log, task.id).step_states == progress
-    run = codec.loads(type(service.runs.get(task.run_id)), log.read_bytes(f"runservice/runs/{task.run_id}.json"))
+    run = codec.loads(
+        type(service.runs.get(task.run_id)), log.read_bytes(f"runservice/runs/{task.run_id}.json")
+    )
     assert run.tasks[0].status is TaskStatus.RUNNING
 
 
@@ -120,7 +129,9 @@ def test_a_runservice_that_takes_over_reads_the_store_and_follows_every_executor
 ) -> None:
     task = assigned(service)
     progress = [StepState(SUCCESS, NOW, NOW, 0), StepState(RUNNING, NOW)]
-    service.executors.task_status(task.id, ExecutorTaskStatus(RUNNING, NOW, step_states=[StepState(RUNNING, NOW), StepState()]))
+    service.executors.task_status(
+        task.id, ExecutorTaskStatus(RUNNING, NOW, step_states=[StepState(RUNNING, NOW), StepState()])
+    )
     service.executors.task_status(task.id, ExecutorTaskStatus(RUNNING, NOW, step_states=progress))
     later = time.monotonic() + 3600
     service.executors.liveness.clock = lambda: later  # ex1 silent for an hour, as this runservice sees it
@@ -202,4 +213,28 @@ def test_the_loops_run_when_woken_not_on_a_timer(log: RequestLog) -> None:
         service.executors.task_status(task.id, ExecutorTaskStatus(ExecutorTaskPhase.FAILED, NOW, NOW))
         wait_for("the run to know", lambda: service.runs.get(task.run_id).tasks[0].status.finished or None)
     finally:
+        service.stop()
+
+
+def test_a_one_step_task_costs_at_most_20_requests_from_creation_to_its_fetched_log(
+    log: RequestLog, tmp_path: Path
+) -> None:
+    service = RunService(log)
+    server = serve(service)
+    executor = ExecutorProcess(server.url, tmp_path, executor_id="ex1", shared_user=True).start()
+    client = RunServiceClient(server.url)
+    try:
+        wait_for("the executor to register", lambda: service.state.executors.exists("ex1"))
+        before = len(log.requests)
+        run = client.create_run(RunConfig([TaskConfig("t", [Step(StepKind.RUN, command="true")])]), GROUP)
+        active = service.state.index.active  # from memory: the test's probe makes no request
+        wait_for("the run to finish", lambda: run.id not in {entry.run_id for entry in active()})
+        requests = log.since(before)
+        assert service.runs.get(run.id).phase is RunPhase.FINISHED
+        assert len(requests) <= 20, requests
+        assert {kind for kind, _ in requests} == {"write", "delete"}, requests  # memory reads, nothing lists
+    finally:
+        client.close()
+        executor.stop()
+        server.stop()
         service.stop()

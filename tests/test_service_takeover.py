@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
 import signal
 import socket
 import subprocess
@@ -14,6 +16,7 @@ import pytest
 
 from objstore import PosixStorage
 from runstore.contract.clients import RunServiceClient
+from runstore.contract.errors import ServiceError
 from runstore.contract.model import RunConfig, RunResult, Step, StepKind, TaskConfig, TaskStatus
 from tests.test_processes import ROOT
 from tests.test_service_processes import (
@@ -73,7 +76,11 @@ def test_a_standby_takes_over_within_the_lease_and_the_executor_follows(store: S
     port = free_port()
     first = start(*runservice_command(store, port)[2:])
     standby = subprocess.Popen(
-        runservice_command(store, port), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        runservice_command(store, port),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     executor = start_executor(first, tmp_path / "executor")
     client = RunServiceClient(first.url, token=CLIENT_TOKEN)
@@ -137,3 +144,49 @@ def test_an_executor_that_restarts_registers_again_on_its_next_poll(store: Store
         client.close()
         executor.stop()
         runservice.stop()
+
+
+CHAIN = RunConfig(
+    [
+        TaskConfig("a", [Step(StepKind.RUN, command="echo a")]),
+        TaskConfig("b", [Step(StepKind.RUN, command="echo b")], depends=["a"]),
+        TaskConfig("c", [Step(StepKind.RUN, command="echo c")], depends=["b"]),
+    ]
+)
+
+
+@pytest.mark.slow
+def test_runservices_killed_at_random_points_leave_no_run_stuck_and_lose_no_log(
+    store: Store, tmp_path: Path
+) -> None:
+    port = free_port()
+    command = runservice_command(store, port, "--executor-timeout", "5")[2:]
+    chance = random.Random(5)
+    service = start(*command)
+    executor = start_executor(service, tmp_path / "executor")
+    created: list[str] = []
+    try:
+        for _ in range(6):
+            client = RunServiceClient(service.url, token=CLIENT_TOKEN)
+            with contextlib.suppress(ServiceError):  # a run whose answer was lost may exist or not
+                for _ in range(2):
+                    created.append(create_run(client, CHAIN).id)
+                    time.sleep(chance.uniform(0.0, 0.3))
+            client.close()
+            service.process.send_signal(signal.SIGKILL)
+            service.process.wait(timeout=10)
+            service.stop()
+            service = start(*command)  # waits for the killed one's lease, then takes over
+        client = RunServiceClient(service.url, token=CLIENT_TOKEN)
+        every = [run.id for run in client.list_runs(limit=500).runs]
+        assert set(created) <= set(every)
+        for run_id in every:  # none is stuck: the last owner finishes each
+            run = wait_finished(client, run_id)
+            assert run.result is RunResult.SUCCESS, run
+            for task in run.tasks:
+                with client.run_log(run_id, task.name, 0) as log:
+                    assert f"\n{task.name}\n".encode() in log.read()
+        client.close()
+    finally:
+        executor.stop()
+        service.stop()

@@ -50,8 +50,10 @@ class _Client:
     """A typed client over a :class:`ServiceClient` (``http``) to ``base_url``, presenting
     ``token`` (a client's or an executor's to the runservice, the runservice's to an executor)."""
 
-    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 30.0) -> None:
-        self.http = ServiceClient(base_url, token=token, timeout=timeout)
+    def __init__(
+        self, base_url: str, *, token: str | None = None, timeout: float = 30.0, connections: int = 8
+    ) -> None:
+        self.http = ServiceClient(base_url, token=token, timeout=timeout, connections=connections)
 
     @property
     def base_url(self) -> str:

@@ -185,7 +185,8 @@ class Executor:
         if self._users is not None:
             self.tasks_dir.chmod(0o711)  # task users may pass, not list the tasks
             self._adopt_folders(self._users)
-        self._client = RunServiceClient(runservice_url, token=token)
+        # a connection for each task's reports, and the loop's
+        self._client = RunServiceClient(runservice_url, token=token, connections=self.active_tasks_limit + 2)
         if runservice_tokens is None:
             log.warning("executor %s: its API takes no tokens: anyone may read its tasks' files", self.id)
         self._server = ServerThread(ExecutorApp(self.tasks_dir, tokens=runservice_tokens), host, port)
@@ -311,6 +312,9 @@ class Executor:
                 self._polling.clear()
             if self._stopping.is_set():
                 return
+            if answer.version.partition(".")[0] != self._version.partition(".")[0]:
+                for runner in self._runners.values():  # another runservice: it may lack reports
+                    runner.forget_delivery()
             self._version = answer.version
             assigned: dict[str, ExecutorTask] = {}
             for task in answer.tasks:
@@ -331,6 +335,7 @@ class Executor:
         return any(
             not copy.phase.finished
             and (runner := self._runners.get(task_id)) is not None
+            and runner.undelivered
             and status_of(copy) != runner.status
             for task_id, copy in self._copies.items()
         )
@@ -339,7 +344,7 @@ class Executor:
         runner = self._runners.get(task.id)
         if runner is not None:
             if not task.phase.finished:
-                if status_of(task) != runner.status:
+                if runner.undelivered and status_of(task) != runner.status:
                     runner.report()
             elif runner.alive and not runner.status.phase.finished:
                 reason = f"{ENDED}: {task.error}" if task.error else ENDED

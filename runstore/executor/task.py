@@ -24,7 +24,7 @@ import attrs
 
 from runstore.clock import now
 from runstore.contract.clients import RunServiceClient
-from runstore.contract.errors import ServiceError
+from runstore.contract.errors import ErrorKind, RemoteServiceError, ServiceError
 from runstore.contract.model import ExecutorTask, ExecutorTaskPhase, ExecutorTaskStatus, Step, StepState
 from runstore.executor.files import TaskFiles, TaskUser
 from runstore.executor.steps import (
@@ -208,6 +208,7 @@ class TaskRunner:
         self._executor_id = executor_id
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
+        self._delivered: ExecutorTaskStatus | None = None  # the status the runservice last accepted
         self._status = ExecutorTaskStatus(
             phase=ExecutorTaskPhase.RUNNING,
             start_time=now(),
@@ -249,8 +250,22 @@ class TaskRunner:
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
 
+    @property
+    def undelivered(self) -> bool:
+        """Whether the latest status is not known to be the runservice's."""
+        with self._lock:
+            return self._status != self._delivered
+
+    def forget_delivery(self) -> None:
+        """Count nothing as delivered (the runservice changed hands: it may have lost a report)."""
+        with self._lock:
+            self._delivered = None
+
     def report(self) -> bool:
-        """Send the latest status to the runservice (none once withdrawn); whether it was accepted."""
+        """Send the latest status to the runservice (none once withdrawn); whether it was accepted.
+
+        A task the runservice no longer has (fetched, or its run deleted) needs no report.
+        """
         with self._send_lock:
             with self._lock:
                 if self._withdrawn:
@@ -258,12 +273,19 @@ class TaskRunner:
                 status = self._status
             try:
                 self._client.task_status(self.task.id, status)
+            except RemoteServiceError as exc:
+                if exc.kind is not ErrorKind.NOT_EXIST:
+                    return self._failed(status, exc)
+                log.debug("task %s: the runservice no longer has it", self.task.id)
             except ServiceError as exc:
-                log.warning(
-                    "task %s: reporting its status (%s) failed: %s", self.task.id, status.phase.value, exc
-                )
-                return False
+                return self._failed(status, exc)
+            with self._lock:
+                self._delivered = status
             return True
+
+    def _failed(self, status: ExecutorTaskStatus, exc: ServiceError) -> bool:
+        log.warning("task %s: reporting its status (%s) failed: %s", self.task.id, status.phase.value, exc)
+        return False
 
     def _main(self) -> None:
         try:

@@ -109,9 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sweep-every",
         type=seconds,
-        default=timedelta(seconds=60),
+        default=timedelta(seconds=300),
         metavar="SECONDS",
-        help="how often the store is read again for what no event announces (60); the runservice"
+        help="how often the store is read again for what no event announces (300); the runservice"
         " otherwise acts on events, from memory",
     )
     parser.add_argument(

@@ -61,7 +61,7 @@ class RunService:
         *,
         executor_timeout: timedelta = timedelta(seconds=30),
         interval: float = 1.0,
-        sweep_interval: timedelta = timedelta(seconds=60),
+        sweep_interval: timedelta = timedelta(seconds=300),
         lease_ttl: timedelta = timedelta(seconds=15),
         collect_interval: timedelta | None = None,
         grace: timedelta = DEFAULT_GRACE,

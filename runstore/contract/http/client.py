@@ -41,18 +41,25 @@ class ServiceClient:
     it for requests no typed client sends (malformed bodies, say). Connecting may take 5 s
     and each socket read ``timeout`` seconds; a :class:`Download` of ``size`` bytes must
     arrive within ``timeout + size / min_rate`` seconds (:data:`MIN_RATE` bytes/s). Each
-    request carries ``token`` (if any) as its bearer token.
+    request carries ``token`` (if any) as its bearer token; at most ``connections`` are kept
+    open for reuse.
     """
 
     def __init__(
-        self, base_url: str, *, token: str | None = None, timeout: float = 30.0, min_rate: float = MIN_RATE
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        min_rate: float = MIN_RATE,
+        connections: int = 8,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.min_rate = min_rate
         self._headers = {"Authorization": BEARER + token} if token else {}
         self._http = urllib3.PoolManager(
-            maxsize=8, timeout=urllib3.Timeout(connect=5.0, read=timeout), retries=False
+            maxsize=connections, timeout=urllib3.Timeout(connect=5.0, read=timeout), retries=False
         )
 
     def request(
