@@ -79,14 +79,13 @@ def demo(store_path: str) -> int:
     book = TokenBook.parse(
         f"executor demo-executor {tokens['executor']}\nrunservice demo {tokens['runservice']}"
     )
-    service = RunService(storage, interval=0.1, runservice_token=tokens["runservice"])
+    service = RunService(storage, runservice_token=tokens["runservice"])
     server = serve(service, tokens=book)
     executor = Executor(
         server.url,
         executor_dir,
         executor_id="demo-executor",
         active_tasks_limit=2,
-        interval=0.1,
         token=tokens["executor"],
         runservice_tokens=TokenBook.of(Role.RUNSERVICE, [tokens["runservice"]]),
     )

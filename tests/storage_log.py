@@ -45,7 +45,12 @@ class RequestLog(DelegatingStorage):
     ) -> str:
         self._note("write", key)
         return super()._write(
-            key, chunks, persist=persist, if_none_match=if_none_match, if_match=if_match, attributes=attributes
+            key,
+            chunks,
+            persist=persist,
+            if_none_match=if_none_match,
+            if_match=if_match,
+            attributes=attributes,
         )
 
     def _read(self, key: str, start: int, end: int | None) -> BinaryIO:
