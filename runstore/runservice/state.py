@@ -277,18 +277,20 @@ class Documents(Generic[T]):
         this runservice changes meanwhile stays as that change left it."""
         with self._guard:
             self._loading = set()
-        listed = {info.key[len(self._prefix) : -len(".json")]: info.etag for info in self._listing()}
-        for doc_id, etag in listed.items():
-            with self._lock(doc_id):
-                entry = self._cached(doc_id)
-                if entry is not None and entry.etag == etag:
-                    continue
-                try:
-                    self._keep(doc_id, self._fetch(doc_id))
-                except NotExistError:
-                    self._keep(doc_id, None)
-                except CorruptDocumentError:
-                    self._keep(doc_id, None)
+        try:
+            listed = {info.key[len(self._prefix) : -len(".json")]: info.etag for info in self._listing()}
+            for doc_id, etag in listed.items():
+                with self._lock(doc_id):
+                    entry = self._cached(doc_id)
+                    if entry is None or entry.etag != etag:
+                        try:
+                            self._keep(doc_id, self._fetch(doc_id))
+                        except (NotExistError, CorruptDocumentError):
+                            self._keep(doc_id, None)
+        except BaseException:
+            with self._guard:
+                self._loading = None
+            raise
         with self._guard:
             changed, self._loading = self._loading or set(), None
             for doc_id in set(self._cache) - listed.keys() - changed:
