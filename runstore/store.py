@@ -124,11 +124,15 @@ class RunStore:
         itself and nobody else has it, so nothing else can be there: only the markers are
         written (two requests, not six), and calling it again after a failure is safe.
         """
-        run_steps(self.create_task_steps(run_id, task_id, fresh=fresh))
+        if fresh:  # the markers at once
+            check_id("run id", run_id)
+            concurrency.each(lambda area: run_steps(area.create(run_id, fresh=True)), self._areas(task_id))
+        else:
+            run_steps(self.create_task_steps(run_id, task_id))
 
     def finish_task(self, task_id: str) -> None:
         """Mark the task's data complete; only complete data can be shared."""
-        run_steps(self.finish_task_steps(task_id))
+        concurrency.each(lambda area: run_steps(area.finish()), self._areas(task_id))
 
     def add_run(self, run_id: str, task_id: str) -> bool:
         """Make a further run reference the task's complete data.

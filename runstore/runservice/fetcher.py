@@ -116,6 +116,7 @@ class Fetcher:
                 return  # its record was deleted, but it may come back with the files: wait for it
             executor = None
         client = self._client(executor.listen_url) if executor is not None else None
+
         records: list[Callable[[RunTask], RunTask]] = []
         try:
             for fetch in pending_fetches(task, state.store):
@@ -124,9 +125,9 @@ class Fetcher:
                 records.append(functools.partial(fetch.record, phase))
         finally:  # what was fetched is recorded in one write, even if a later fetch failed
             if records:
-                task = find_task(
-                    state.change_task(run.id, task.id, functools.partial(_apply, records)), task.id
-                )
+                recorded = state.change_task(run.id, executor_task.id, functools.partial(_apply, records))
+                task = find_task(recorded, executor_task.id)
+                self._wake()  # its dependents may start now
         assert task is not None
         if task.fetched:
             if task.status is TaskStatus.SUCCESS and all(
