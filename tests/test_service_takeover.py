@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import signal
 import socket
@@ -190,3 +191,27 @@ def test_runservices_killed_at_random_points_leave_no_run_stuck_and_lose_no_log(
     finally:
         executor.stop()
         service.stop()
+
+
+def test_an_executor_killed_mid_task_is_counted_gone_after_the_timeout(store: Store, tmp_path: Path) -> None:
+    runservice = start(*runservice_command(store, 0, "--executor-timeout", "2")[2:])
+    client = RunServiceClient(runservice.url, token=CLIENT_TOKEN)
+    executor = start_executor(runservice, tmp_path / "executor")
+    started = tmp_path / "step.pid"
+    config = RunConfig([TaskConfig("slow", [Step(StepKind.RUN, command=f"echo $$ > {started}; exec sleep 60")])])
+    try:
+        run = create_run(client, config)
+        wait_for("the step to start", lambda: started.exists() and started.read_text().strip())
+        executor.process.send_signal(signal.SIGKILL)
+        executor.process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):  # a SIGKILLed executor cannot stop its steps
+            os.killpg(int(started.read_text()), signal.SIGKILL)
+        finished = wait_finished(client, run.id)  # no one deletes the executor: its silence does
+        task = finished.tasks[0]
+        assert (task.status, task.error) == (TaskStatus.FAILED, "executor deleted")
+        assert task.start_time is not None and task.end_time is not None
+        assert task.step_states[0].end_time == task.end_time
+    finally:
+        client.close()
+        executor.stop()
+        runservice.stop()
