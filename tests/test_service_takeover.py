@@ -197,15 +197,15 @@ def test_an_executor_killed_mid_task_is_counted_gone_after_the_timeout(store: St
     runservice = start(*runservice_command(store, 0, "--executor-timeout", "2")[2:])
     client = RunServiceClient(runservice.url, token=CLIENT_TOKEN)
     executor = start_executor(runservice, tmp_path / "executor")
-    started = tmp_path / "step.pid"
-    config = RunConfig([TaskConfig("slow", [Step(StepKind.RUN, command=f"echo $$ > {started}; exec sleep 60")])])
+    pid = tmp_path / "step.pid"
+    config = RunConfig([TaskConfig("slow", [Step(StepKind.RUN, command=f"echo $$ > {pid}; exec sleep 60")])])
     try:
         run = create_run(client, config)
-        wait_for("the step to start", lambda: started.exists() and started.read_text().strip())
+        wait_for("the step to start", lambda: pid.exists() and pid.read_text().strip())
         executor.process.send_signal(signal.SIGKILL)
         executor.process.wait(timeout=10)
         with contextlib.suppress(ProcessLookupError):  # a SIGKILLed executor cannot stop its steps
-            os.killpg(int(started.read_text()), signal.SIGKILL)
+            os.killpg(int(pid.read_text()), signal.SIGKILL)
         finished = wait_finished(client, run.id)  # no one deletes the executor: its silence does
         task = finished.tasks[0]
         assert (task.status, task.error) == (TaskStatus.FAILED, "executor deleted")
