@@ -82,3 +82,24 @@ def test_quick_runservice_benchmark_counts_and_times() -> None:
     pages = re.findall(r"^a page of 50 runs of 1,005.* +(\d+) requests +- ", table, re.M)
     assert len(pages) == 2 and all(50 < int(spent) < 60 for spent in pages), table
     assert re.search(r"^delete a 10-task run, 20 ms a request .* \d+\.\d\dx ", table, re.M), table
+
+
+def test_quick_events_benchmark_reports_every_measure() -> None:
+    output = run_quick("events_bench.py", timeout=300)
+    table = output[output.index("measurement") :]
+    rows = {
+        r"S3 requests/s, idle runservice, 0 executors +(-?[0-9.]+)/s": (0, 10_000),
+        r"S3 requests/s beyond idle, 2 executor-like clients +(-?[0-9.]+)/s": (-10_000, 10_000),
+        r"S3 requests/s beyond idle, 5 executor-like clients +(-?[0-9.]+)/s": (-10_000, 10_000),
+        r"S3 requests of a one-task run's life, beyond idle +(-?[0-9]+) requests": (-1_000, 100_000),
+        r"dependency hop, chain of 3, S3 at 20 ms a request +([0-9.]+) s": (0, 60),
+        r"dependency hop, chain of 3, posix store +([0-9.]+) s": (0, 60),
+        r"throughput, 20 one-step tasks, 4 executors --limit 8, posix +([0-9.]+) tasks/s": (0, 1_000),
+    }
+    for pattern, (low, high) in rows.items():
+        row = re.search(rf"^{pattern} .* (PASS|MISS)$", table, re.MULTILINE)
+        assert row is not None, f"{pattern}\n{table}"
+        assert low <= float(row[1]) < high, row[0]  # a figure, not an error or a wild number
+    figures = json.loads(output.strip().splitlines()[-1].removeprefix("RESULT "))
+    assert figures["errors"] == [], figures
+    assert len(figures["figures"]) == len(rows) and None not in figures["figures"].values(), figures
