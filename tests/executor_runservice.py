@@ -1,8 +1,10 @@
 """A stand-in for the runservice's API for executors (docs/runservice.md), for the executor's tests.
 
-It is a real HTTP server (a werkzeug :class:`JsonApp` in a :class:`ServerThread` on
-127.0.0.1) that keeps executors, executor tasks, status reports, workspace archives and
-caches in dicts, and records what executors told it.
+It is a real HTTP server (a :class:`JsonApp` in a :class:`ServerThread` on 127.0.0.1) that
+keeps executors, executor tasks, status reports, workspace archives and caches in dicts,
+and records what executors told it. Its task list is a long poll, as the runservice's: each
+executor's assignment has a version (:class:`Changes`), bumped when a task is added or
+removed or a status report changes one.
 """
 
 from __future__ import annotations
@@ -11,11 +13,17 @@ import threading
 import time
 from collections.abc import Callable
 
-from werkzeug.wrappers import Request, Response
-
 from runstore.clock import now
 from runstore.contract.errors import BadRequestError, InternalError, NotExistError
-from runstore.contract.http.server import JsonApp, ServerThread, json_response, read_json
+from runstore.contract.http.server import (
+    JsonApp,
+    Request,
+    Response,
+    ServerThread,
+    json_response,
+    read_body,
+    read_json,
+)
 from runstore.contract.model import (
     AssignedTasks,
     CacheSaved,
@@ -28,6 +36,8 @@ from runstore.contract.model import (
 from runstore.contract.routes import RunServiceRoutes
 from runstore.errors import InvalidIdError
 from runstore.ids import parse_step
+from runstore.runservice.api import MAX_WAIT
+from runstore.runservice.changes import Changes
 
 
 class RunserviceStandIn(JsonApp):
@@ -46,6 +56,7 @@ class RunserviceStandIn(JsonApp):
         self.max_running = 0  # the most tasks in phase running at once
         self.fail_task_reports = False  # answer status reports with 500
         self.rejected_reports = 0  # how many were
+        self.changes = Changes()
         self._server = ServerThread(self)
 
     # -- for the tests
@@ -64,10 +75,12 @@ class RunserviceStandIn(JsonApp):
     def add_task(self, task: ExecutorTask) -> None:
         with self.lock:
             self.tasks[task.id] = task
+        self.changes.bump(task.executor_id)
 
     def remove_task(self, task_id: str) -> None:
         with self.lock:
-            del self.tasks[task_id]
+            task = self.tasks.pop(task_id)
+        self.changes.bump(task.executor_id)
 
     def task(self, task_id: str) -> ExecutorTask:
         with self.lock:
@@ -95,8 +108,8 @@ class RunserviceStandIn(JsonApp):
 
     # -- the API
 
-    def put_executor(self, request: Request, executor_id: str) -> Response:
-        status = read_json(request, ExecutorStatus)
+    async def put_executor(self, request: Request, executor_id: str) -> Response:
+        status = await read_json(request, ExecutorStatus)
         executor = Executor.reported(executor_id, status, now())
         with self.lock:
             self.executors[executor_id] = executor
@@ -108,15 +121,31 @@ class RunserviceStandIn(JsonApp):
             self.executors.pop(executor_id, None)
         return json_response({})
 
-    def executor_tasks(self, request: Request, executor_id: str) -> Response:
+    async def executor_tasks(self, request: Request, executor_id: str) -> Response:
+        """The executor's tasks and their version; with ``after`` and ``wait``, a long poll."""
+        self.tasks_of(executor_id)  # NotExistError if not registered
+        after = request.query_params.get("after", "")
+        wait = request.query_params.get("wait", "0")
+        try:
+            seconds = float(wait)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds <= MAX_WAIT:
+            raise BadRequestError(f"wait is a number of seconds from 0 to {MAX_WAIT}, not {wait!r}")
+        if after and seconds > 0:
+            await self.changes.wait(executor_id, after, seconds)
+        version = self.changes.version(executor_id)
+        return json_response(AssignedTasks(version, self.tasks_of(executor_id)))
+
+    def tasks_of(self, executor_id: str) -> list[ExecutorTask]:
+        """The tasks of a registered executor; ``NotExistError`` if it is not registered."""
         with self.lock:
             if executor_id not in self.executors:
                 raise NotExistError(f"executor {executor_id} is not registered")
-            tasks = [task for task in self.tasks.values() if task.executor_id == executor_id]
-        return json_response(AssignedTasks("", tasks))
+            return [task for task in self.tasks.values() if task.executor_id == executor_id]
 
-    def task_status(self, request: Request, task_id: str) -> Response:
-        status = read_json(request, ExecutorTaskStatus)
+    async def task_status(self, request: Request, task_id: str) -> Response:
+        status = await read_json(request, ExecutorTaskStatus)
         with self.lock:
             if self.fail_task_reports:
                 self.rejected_reports += 1
@@ -127,9 +156,12 @@ class RunserviceStandIn(JsonApp):
             self.task_reports.append((task_id, status))
             if task.phase.finished:
                 return json_response({})  # a finished task's status does not change: ignored
-            self.tasks[task_id] = task.with_status(status)
+            changed = task.with_status(status)
+            self.tasks[task_id] = changed
             running = sum(task.phase is ExecutorTaskPhase.RUNNING for task in self.tasks.values())
             self.max_running = max(self.max_running, running)
+        if changed != task:
+            self.changes.bump(task.executor_id)
         return json_response({})
 
     def archive(self, request: Request, task_id: str, step: str) -> Response:
@@ -141,11 +173,11 @@ class RunserviceStandIn(JsonApp):
             data = self.archives.get((task_id, number))
         if data is None:
             raise NotExistError(f"no archive of step {step} of task {task_id}")
-        return Response(data, content_type="application/x-tar")
+        return Response(data, media_type="application/x-tar")
 
     def restore_cache(self, request: Request) -> Response:
         group = _one(request, "group")
-        keys = request.args.getlist("key")
+        keys = request.query_params.getlist("key")
         if not keys:
             raise BadRequestError("no key")
         with self.lock:
@@ -153,15 +185,13 @@ class RunserviceStandIn(JsonApp):
         for key in keys:
             found = key if key in caches else next((k for k in reversed(caches) if k.startswith(key)), None)
             if found is not None:
-                response = Response(caches[found], content_type="application/x-tar")
-                response.headers["X-Cache-Key"] = found
-                return response
+                return Response(caches[found], media_type="application/x-tar", headers={"X-Cache-Key": found})
         raise NotExistError(f"no cache of group {group} matches {keys}")
 
-    def save_cache(self, request: Request) -> Response:
+    async def save_cache(self, request: Request) -> Response:
         group = _one(request, "group")
         key = _one(request, "key")
-        data = request.stream.read()
+        data = await read_body(request, 1 << 30, "a cache").read()
         with self.lock:
             caches = self.caches.setdefault(group, {})
             if key in caches:
@@ -177,7 +207,7 @@ class RunserviceStandIn(JsonApp):
 
 
 def _one(request: Request, name: str) -> str:
-    values = request.args.getlist(name)
+    values = request.query_params.getlist(name)
     if len(values) != 1 or not values[0]:
         raise BadRequestError(f"one {name} is needed, not {values}")
     return values[0]

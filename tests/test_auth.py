@@ -183,7 +183,14 @@ def test_health_needs_no_token(served: Served) -> None:
 
 def test_an_executor_sees_and_reports_only_its_own_tasks(served: Served) -> None:
     ex2 = TOKENS["ex2"]
-    assert Call(RunServiceRoutes.executor_tasks, {"executor_id": "ex2"}).send(served.url, ex2).json() == []
+    assert (
+        Call(RunServiceRoutes.executor_tasks, {"executor_id": "ex2"}).send(served.url, ex2).json()["tasks"]
+        == []
+    )
+    started = time.monotonic()
+    poll = Call(RunServiceRoutes.executor_tasks, {"executor_id": "ex1"}, "after=x.0&wait=20")
+    assert poll.send(served.url, ex2).status == 403  # refused before it waits
+    assert time.monotonic() - started < 5
     report = served.calls["task_status"]
     assert report.send(served.url, ex2).status == 403  # ex1's task, reported by ex2
     assert report.send(served.url, TOKENS["ex1"]).status == 200

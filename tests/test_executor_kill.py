@@ -8,6 +8,7 @@ group, and kill it after each test whatever the outcome. The processes sleep for
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -21,8 +22,8 @@ from typing import Any
 
 import attrs
 import pytest
-from werkzeug.wrappers import Request, Response
 
+from runstore.contract.http.server import Request, Response
 from runstore.contract.model import ExecutorTaskPhase, ExecutorTaskStatus
 from runstore.executor import steps as executor_steps
 from runstore.executor.executor import Executor
@@ -246,11 +247,11 @@ class HangingRunservice(RunserviceStandIn):
         self.hanging = threading.Event()
         self.release = threading.Event()
 
-    def executor_tasks(self, request: Request, executor_id: str) -> Response:
+    async def executor_tasks(self, request: Request, executor_id: str) -> Response:
         if self.hang.is_set():
             self.hanging.set()
-            self.release.wait(20.0)
-        return super().executor_tasks(request, executor_id)
+            await asyncio.to_thread(self.release.wait, 20.0)
+        return await super().executor_tasks(request, executor_id)
 
 
 def test_stop_kills_the_step_processes_at_once_while_the_runservice_hangs(

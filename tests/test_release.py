@@ -65,9 +65,9 @@ def without(names: list[str], code: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("module", "blocked", "extra"),
     [
-        ("runstore.runservice", ["waitress"], "runservice"),
-        ("runstore.executor", ["werkzeug"], "runservice"),
-        ("runstore.contract.http.server", ["waitress", "werkzeug"], "runservice"),
+        ("runstore.runservice", ["hypercorn"], "runservice"),
+        ("runstore.executor", ["starlette"], "runservice"),
+        ("runstore.contract.http.server", ["hypercorn", "starlette"], "runservice"),
         ("objstore.cli.main", ["tqdm"], "cli"),
     ],
 )
@@ -85,7 +85,7 @@ def test_the_base_needs_no_extra() -> None:
         "runstore.RunStore(store)\n"
         "print('ok')\n"
     )
-    done = without(["waitress", "werkzeug", "tqdm"], code)
+    done = without(["hypercorn", "starlette", "tqdm"], code)
     assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
 
 
@@ -94,8 +94,8 @@ def test_the_commands_without_their_extra_say_which_and_exit_1() -> None:
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("objstore: the objstore command line needs the 'cli' extra")
     run = "from runstore.__main__ import main\nsys.exit(main({argv!r}))"
-    done = without(["waitress"], run.format(argv=["runservice", "--no-tokens"]))
+    done = without(["hypercorn"], run.format(argv=["runservice", "--no-tokens"]))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("runstore: runservice: the runservice needs the 'runservice' extra")
-    done = without(["waitress"], run.format(argv=["runs", "list", "--help"]))
+    done = without(["hypercorn"], run.format(argv=["runs", "list", "--help"]))
     assert done.returncode == 0 and "--group" in done.stdout

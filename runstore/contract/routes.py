@@ -1,6 +1,6 @@
 """The HTTP routes of the runservice and of the executor, each declared once.
 
-A server builds its werkzeug ``Map`` from its table (``http.server.route_map``); its client, and
+A server matches requests against its table (``http.server.rules_of``); its client, and
 the tests, build every path from the same :class:`Route` (:meth:`Route.path`), so no
 module writes a URL path by hand. In a table, a route's attribute name is the name of
 the server's handler for it.
@@ -21,8 +21,8 @@ _PLACEHOLDER = re.compile(r"<(\w+)>")
 
 @attrs.frozen
 class Route:
-    """One route: an HTTP method, a path template in werkzeug's syntax (``/runs/<run_id>``),
-    and the role whose token it takes (None: open to anyone)."""
+    """One route: an HTTP method, a path template whose placeholders are whole segments
+    (``/runs/<run_id>``), and the role whose token it takes (None: open to anyone)."""
 
     method: str
     template: str

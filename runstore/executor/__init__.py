@@ -7,4 +7,4 @@ with the runservice.
 
 from runstore.extras import require
 
-require("runservice", "the executor", "waitress", "werkzeug")
+require("runservice", "the executor", "hypercorn", "starlette")

@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
-
-from werkzeug.wrappers import Request, Response
 
 from runstore.contract.auth import Tokens
 from runstore.contract.errors import BadRequestError, NotExistError
-from runstore.contract.http.server import JsonApp
+from runstore.contract.http.server import JsonApp, Request, Response, file_response
 from runstore.contract.routes import ExecutorRoutes
 from runstore.errors import InvalidIdError
 from runstore.executor.files import TaskFiles
 from runstore.ids import parse_log_step, parse_step
 
-_CHUNK = 1 << 16
-
 
 class ExecutorApp(JsonApp):
     """Serves the files of the tasks under ``tasks_dir`` to callers with a runservice token of
-    ``tokens`` (None: to anyone)."""
+    ``tokens`` (None: to anyone); a request with a body is refused before any of it is read."""
 
     table = ExecutorRoutes
+    takes_bodies = False
 
     def __init__(self, tasks_dir: Path, *, tokens: Tokens | None = None) -> None:
         self._tasks_dir = tasks_dir
@@ -37,7 +32,7 @@ class ExecutorApp(JsonApp):
         except InvalidIdError as exc:
             raise BadRequestError(f'{exc} (or "setup")') from exc
         path = files.step_log(number) if isinstance(number, int) else files.setup_log
-        start = request.args.get("start", "0")
+        start = request.query_params.get("start", "0")
         if not start.isdigit():
             raise BadRequestError(f"start is a byte offset, not {start!r}")
         return _file_response(path, "text/plain; charset=utf-8", f"log {step} of task {task_id}", int(start))
@@ -58,25 +53,16 @@ class ExecutorApp(JsonApp):
 
 
 def _file_response(path: Path, content_type: str, what: str, start: int = 0) -> Response:
-    """Stream ``path`` from byte ``start`` on, as far as it is written now; ``NotExistError`` if
-    there is no such file."""
+    """Stream ``path`` from byte ``start`` on, as far as it is written now (its Content-Length);
+    ``NotExistError`` if there is no such file."""
     try:
         file = path.open("rb")
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
         raise NotExistError(f"no {what}") from exc
-    size = max(0, os.fstat(file.fileno()).st_size - start)
-    file.seek(start)
-    response = Response(_chunks(file, size), content_type=content_type, direct_passthrough=True)
-    response.content_length = size
-    response.call_on_close(file.close)
-    return response
-
-
-def _chunks(file: IO[bytes], size: int) -> Iterator[bytes]:
-    left = size
-    while left > 0:
-        chunk = file.read(min(_CHUNK, left))
-        if not chunk:
-            return
-        left -= len(chunk)
-        yield chunk
+    try:
+        size = max(0, os.fstat(file.fileno()).st_size - start)
+        file.seek(start)
+    except BaseException:
+        file.close()
+        raise
+    return file_response(file, content_type, size=size)

@@ -2,4 +2,4 @@
 
 from runstore.extras import require
 
-require("runservice", "the runservice", "waitress", "werkzeug")
+require("runservice", "the runservice", "hypercorn", "starlette")

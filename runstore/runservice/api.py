@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
+import math
 from collections.abc import Callable
 from typing import TypeVar
-
-from werkzeug.wrappers import Request, Response
-from werkzeug.wsgi import wrap_file
 
 from objstore import NotExistError as ObjectMissing
 from objstore import RemoteError
 from runstore.cache_groups import CacheGroup, check_cache_key
 from runstore.contract.auth import Tokens
 from runstore.contract.errors import BadRequestError, ForbiddenError, NotExistError, UnavailableError
-from runstore.contract.http.server import JsonApp, ServerThread, identity, json_response, read_body, read_json
+from runstore.contract.http.server import (
+    JsonApp,
+    Request,
+    Response,
+    ServerThread,
+    StreamingResponse,
+    file_response,
+    identity,
+    json_response,
+    read_body,
+    read_json,
+)
 from runstore.contract.model import (
     ArchiveRef,
-    AssignedTasks,
     CacheGroupCaches,
     CacheInfo,
     CacheSaved,
@@ -37,9 +46,12 @@ from runstore.runservice.runs import DEFAULT_PAGE
 from runstore.runservice.service import RunService
 
 log = logging.getLogger(__name__)
+TEXT = "text/plain; charset=utf-8"
 
 MAX_UPLOAD = 1 << 30
 """The most bytes a cache upload may have, however it is sent (chunked or not)."""
+MAX_WAIT = 30
+"""The most seconds an executor's long poll for its tasks may wait."""
 
 
 def _id(kind: str, value: str) -> str:
@@ -68,6 +80,17 @@ def _cache_group(path: str) -> CacheGroup:
         return CacheGroup(path)
     except InvalidIdError as exc:
         raise BadRequestError(str(exc)) from exc
+
+
+def _wait(value: str) -> float:
+    """The seconds of a long poll's ``wait``; ``BadRequestError`` unless a number from 0 to MAX_WAIT."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_WAIT:  # nan too
+        raise BadRequestError(f"wait is a number of seconds from 0 to {MAX_WAIT}, not {value!r}")
+    return seconds
 
 
 def _log_step(value: str, count: int) -> int | str:
@@ -105,31 +128,37 @@ class RunServiceApp(JsonApp):
 
     # -- executors -------------------------------------------------------------------
 
-    def put_executor(self, request: Request, executor_id: str) -> Response:
+    async def put_executor(self, request: Request, executor_id: str) -> Response:
         executor_id = _id("executor id", executor_id)
         self._as(request, executor_id)
-        status = read_json(request, ExecutorStatus)
+        status = await read_json(request, ExecutorStatus)
         if status.active_tasks_limit < 1:
             raise BadRequestError(f"active_tasks_limit is at least 1, not {status.active_tasks_limit}")
-        return json_response(self.service.executors.report(executor_id, status))
+        return json_response(await asyncio.to_thread(self.service.executors.report, executor_id, status))
 
     def delete_executor(self, request: Request, executor_id: str) -> Response:
         self.service.executors.delete(_id("executor id", executor_id))
         return json_response({})
 
-    def executor_tasks(self, request: Request, executor_id: str) -> Response:
+    async def executor_tasks(self, request: Request, executor_id: str) -> Response:
+        """The executor's tasks and their version; with ``after`` (a version) and ``wait`` (0 to
+        MAX_WAIT seconds), once the version is not ``after`` or ``wait`` passed, holding no thread."""
         executor_id = _id("executor id", executor_id)
         self._as(request, executor_id)
-        return json_response(AssignedTasks("", self.service.executors.tasks_of(executor_id)))
+        after = request.query_params.get("after", "")
+        wait = _wait(request.query_params.get("wait", "0"))
+        return json_response(await self.service.executors.poll(executor_id, after, wait))
 
-    def task_status(self, request: Request, task_id: str) -> Response:
+    async def task_status(self, request: Request, task_id: str) -> Response:
         """An executor's report of a task: 400, changing nothing, unless it fits the task's steps."""
         task_id = _id("task id", task_id)
-        status = read_json(request, ExecutorTaskStatus)
         caller = identity(request)
-        if caller is not None and self.service.state.executor_tasks.get(task_id).executor_id != caller.name:
-            raise ForbiddenError(f"task {task_id!r} is not assigned to executor {caller.name!r}")
-        self.service.executors.task_status(task_id, status)
+        if caller is not None:
+            task = await asyncio.to_thread(self.service.state.executor_tasks.get, task_id)
+            if task.executor_id != caller.name:
+                raise ForbiddenError(f"task {task_id!r} is not assigned to executor {caller.name!r}")
+        status = await read_json(request, ExecutorTaskStatus)
+        await asyncio.to_thread(self.service.executors.task_status, task_id, status)
         return json_response({})
 
     def archive(self, request: Request, task_id: str, step: str) -> Response:
@@ -147,14 +176,12 @@ class RunServiceApp(JsonApp):
             stream = self.service.state.store.open_archive(task_id, number)
         except ObjectMissing as exc:
             raise NotExistError(f"task {task_id!r} has no archive of step {number}") from exc
-        return Response(
-            wrap_file(request.environ, stream), content_type="application/x-tar", direct_passthrough=True
-        )
+        return file_response(stream, "application/x-tar")
 
     def _caches(self, request: Request) -> tuple[CacheGroup, list[str]]:
         """The cache group and keys a cache request names, checked."""
-        group = request.args.get("group", "")
-        keys = request.args.getlist("key")
+        group = request.query_params.get("group", "")
+        keys = request.query_params.getlist("key")
         if not group or not keys:
             raise BadRequestError("a cache request names its group and at least one key")
         try:
@@ -171,41 +198,36 @@ class RunServiceApp(JsonApp):
         found = self.service.state.store.caches(group).restore(keys)
         if found is None:
             raise NotExistError(f"no cache matches {keys} in group {group.path!r}")
-        response = Response(
-            wrap_file(request.environ, found.stream),
-            content_type="application/x-tar",
-            direct_passthrough=True,
-        )
-        response.headers["X-Cache-Key"] = found.key
-        return response
+        return file_response(found.stream, "application/x-tar", headers={"X-Cache-Key": found.key})
 
-    def save_cache(self, request: Request) -> Response:
-        group, keys = self._caches(request)
-        body = read_body(request, self.max_upload, "a cache")
+    async def save_cache(self, request: Request) -> Response:
+        """A cache, spooled to a temporary file as it arrives (once the caller passed), then saved."""
+        group, keys = await asyncio.to_thread(self._caches, request)
+        file = await read_body(request, self.max_upload, "a cache").spool()
         try:
-            saved = self.service.state.store.caches(group).save(keys[0], body)
-        except Exception as exc:
-            body.reraise(exc)  # the store may have wrapped the body's error (too large, malformed)
-            raise
+            saved = await asyncio.to_thread(self.service.state.store.caches(group).save, keys[0], file)
+        finally:
+            await asyncio.to_thread(file.close)
         return json_response(CacheSaved(saved))
 
     # -- users -------------------------------------------------------------------------
 
-    def create_run(self, request: Request) -> Response:
-        group = request.args.get("group", "")
-        config = read_json(request, RunConfig)
-        run = self.service.runs.create(
+    async def create_run(self, request: Request) -> Response:
+        args = request.query_params
+        config = await read_json(request, RunConfig)
+        run = await asyncio.to_thread(
+            self.service.runs.create,
             config,
-            group,
-            repo_uuid=request.args.get("repo_uuid", ""),
-            cache_group=request.args.get("cache_group"),
+            args.get("group", ""),
+            repo_uuid=args.get("repo_uuid", ""),
+            cache_group=args.get("cache_group"),
         )
         return json_response(run, status=201)
 
     def list_runs(self, request: Request) -> Response:
         """A page of runs, newest first: ``group`` (a prefix), ``phase``, ``result``,
         ``limit`` and ``cursor`` (a page's ``next``)."""
-        args = request.args
+        args = request.query_params
         limit = args.get("limit", str(DEFAULT_PAGE))
         if not limit.isdigit():
             raise BadRequestError(f"limit is a number of runs, not {limit!r}")
@@ -247,20 +269,16 @@ class RunServiceApp(JsonApp):
         except KeyError:
             raise NotExistError(f"run {run_id!r} has no task {task_name!r}") from None
         number = _log_step(step, len(task.steps))
-        start = request.args.get("start", "0")
+        start = request.query_params.get("start", "0")
         if not start.isdigit():
             raise BadRequestError(f"start is a byte offset, not {start!r}")
-        follow = request.args.get("follow", "false")
+        follow = request.query_params.get("follow", "false")
         if follow not in ("true", "false"):
             raise BadRequestError(f"follow is true or false, not {follow!r}")
         logs = self.service.logs
         if follow == "true":
-            chunks = logs.follow(run.id, task, number, int(start))
-        else:
-            chunks = logs.read(task, number, int(start))
-        response = Response(chunks, content_type="text/plain; charset=utf-8", direct_passthrough=True)
-        response.call_on_close(chunks.close)
-        return response
+            return StreamingResponse(logs.follow(run.id, task, number, int(start)), media_type=TEXT)
+        return file_response(logs.read(task, number, int(start)), TEXT)
 
     # -- upkeep --------------------------------------------------------------------------
 
@@ -271,7 +289,7 @@ class RunServiceApp(JsonApp):
     def list_caches(self, request: Request) -> Response:
         """The caches of ``group`` (a ``CacheGroup`` path), or of every group without it."""
         store = self.service.state.store
-        path = request.args.get("group")
+        path = request.query_params.get("group")
         groups = store.cache_groups() if path is None else [_cache_group(path)]
         return json_response(
             [
@@ -285,11 +303,11 @@ class RunServiceApp(JsonApp):
 
     def delete_caches(self, request: Request) -> Response:
         """Delete the caches of ``group`` that the ``key`` fields name (none: all of them)."""
-        path = request.args.get("group")
+        path = request.query_params.get("group")
         if path is None:
             raise BadRequestError("deleting caches names their group")
         group = _cache_group(path)
-        keys = request.args.getlist("key")
+        keys = request.query_params.getlist("key")
         try:
             deleted = self.service.state.store.caches(group).delete_many(keys or None)
         except InvalidIdError as exc:

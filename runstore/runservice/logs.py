@@ -3,9 +3,11 @@ that runs the task, as far as it is written; followed as they grow, until the st
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import AsyncGenerator
 from typing import BinaryIO, cast
 
 from objstore import NotExistError as ObjectMissing
@@ -20,11 +22,9 @@ FOLLOW_LIMIT = 600.0
 """Seconds one follow answer lasts at most; the client follows on from where it stopped (``start``)."""
 QUIET = 20.0
 """Seconds without a new byte after which a follow answer ends (before a client's read times out)."""
-MAX_FOLLOWERS = 4
-"""Logs followed at once: each holds one of the server's worker threads."""
+MAX_FOLLOWERS = 64
+"""Logs followed at once: each holds a coroutine of the server (no thread) while it waits."""
 _CHUNK = 1 << 16
-Chunks = Generator[bytes, None, None]
-"""A log's bytes as they are read; closing it closes what it reads."""
 
 
 class Logs:
@@ -35,48 +35,57 @@ class Logs:
         self._fetcher = fetcher
         self._followers = threading.BoundedSemaphore(MAX_FOLLOWERS)
 
-    def read(self, task: RunTask, step: int | str, start: int = 0) -> Chunks:
+    def read(self, task: RunTask, step: int | str, start: int = 0) -> BinaryIO:
         """The log from byte ``start``, as far as it exists now: the run store's copy, else the
-        executor's; ``NotExistError`` if neither has it."""
+        executor's; ``NotExistError`` if neither has it. Blocking: a worker thread calls it."""
         stream = self._stored(task.id, step, start) or self._on_executor(task.id, step, start)
         if stream is None:
             raise NotExistError(f"task {task.name!r} has no log {step!r} (yet)")
-        return _chunks(stream)
+        return stream
 
-    def follow(self, run_id: str, task: RunTask, step: int | str, start: int = 0) -> Chunks:
+    async def follow(
+        self, run_id: str, task: RunTask, step: int | str, start: int = 0
+    ) -> AsyncGenerator[bytes, None]:
         """The log from byte ``start`` as it is written, until its step ended and all of it was
         sent, or :data:`QUIET` seconds passed without a new byte, or :data:`FOLLOW_LIMIT`
-        passed (the client then asks again from where it got); ``UnavailableError`` if
-        :data:`MAX_FOLLOWERS` logs are followed already."""
+        passed (the client then asks again from where it got).
+
+        Its first chunk is b"", once it holds one of :data:`MAX_FOLLOWERS` slots (``UnavailableError``
+        if none is free), so a server knows the follow started before it answers. It waits on
+        the loop; each read of the store or of the executor runs in a worker thread. The slot
+        is released however it ends (the end, an error, closed before its end).
+        """
         if not self._followers.acquire(blocking=False):
             raise UnavailableError(f"{MAX_FOLLOWERS} logs are followed already; retry later")
-        return self._follow(run_id, task.id, step, start)
-
-    def _follow(self, run_id: str, task_id: str, step: int | str, start: int) -> Chunks:
         try:
+            yield b""
             offset = start
             deadline = time.monotonic() + FOLLOW_LIMIT
             heard = time.monotonic()
             while time.monotonic() < min(deadline, heard + QUIET):
-                stored = self._stored(task_id, step, offset)
+                stored = await asyncio.to_thread(self._stored, task.id, step, offset)
                 if stored is not None:  # fetched: the rest is there
-                    yield from _chunks(stored)
+                    async with contextlib.aclosing(_chunks(stored)) as chunks:
+                        async for chunk in chunks:
+                            yield chunk
                     return
-                executor_task = self._executor_task(task_id)
-                if executor_task is None and self._never_coming(run_id, task_id):
+                executor_task = await asyncio.to_thread(self._executor_task, task.id)
+                if executor_task is None and await asyncio.to_thread(self._never_coming, run_id, task.id):
                     return
                 ended = executor_task is not None and _ended(executor_task, step)
-                stream = self._on_executor(task_id, step, offset)
-                try:
-                    for chunk in _chunks(stream) if stream is not None else ():
-                        offset += len(chunk)
-                        heard = time.monotonic()
-                        yield chunk
-                except ServiceError:
-                    continue  # it broke off: look again
+                stream = await asyncio.to_thread(self._on_executor, task.id, step, offset)
+                if stream is not None:
+                    try:
+                        async with contextlib.aclosing(_chunks(stream)) as chunks:
+                            async for chunk in chunks:
+                                offset += len(chunk)
+                                heard = time.monotonic()
+                                yield chunk
+                    except ServiceError:
+                        continue  # it broke off: look again
                 if ended:
                     return  # the step had ended before that read: its log was complete
-                time.sleep(POLL)
+                await asyncio.sleep(POLL)
         finally:
             self._followers.release()
 
@@ -129,7 +138,10 @@ def _ended(executor_task: ExecutorTask, step: int | str) -> bool:
     return step < len(states) and states[step].phase.finished
 
 
-def _chunks(stream: BinaryIO) -> Chunks:
-    with stream:
-        while chunk := stream.read(_CHUNK):
+async def _chunks(stream: BinaryIO) -> AsyncGenerator[bytes, None]:
+    """The chunks of a blocking stream, each read in a worker thread; the stream closed at the end."""
+    try:
+        while chunk := await asyncio.to_thread(stream.read, _CHUNK):
             yield chunk
+    finally:
+        await asyncio.to_thread(stream.close)

@@ -1,2 +1,2 @@
 """The run service's HTTP: :mod:`.client` (urllib3, in the base install) and :mod:`.server`
-(werkzeug apps on waitress: the ``runservice`` extra)."""
+(ASGI apps on hypercorn, with starlette's requests and answers: the ``runservice`` extra)."""
