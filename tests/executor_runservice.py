@@ -57,6 +57,7 @@ class RunserviceStandIn(JsonApp):
         self.fail_task_reports = False  # answer status reports with 500
         self.rejected_reports = 0  # how many were
         self.changes = Changes()
+        self.caught_up: dict[str, int] = {}  # executor id -> polls that had seen the latest version
         self._server = ServerThread(self)
 
     # -- for the tests
@@ -89,6 +90,17 @@ class RunserviceStandIn(JsonApp):
     def executor_report_count(self) -> int:
         with self.lock:
             return len(self.executor_reports)
+
+    def wait_caught_up(self, executor_id: str, polls: int = 2, timeout: float = 10.0) -> None:
+        """Return once the executor asked ``polls`` more times having handled its latest tasks
+        (each time with the current version): it acted on what it was given, then waited."""
+        with self.lock:
+            target = self.caught_up.get(executor_id, 0) + polls
+        deadline = time.monotonic() + timeout
+        while self.caught_up.get(executor_id, 0) < target:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"executor {executor_id} did not catch up in {timeout}s")
+            time.sleep(0.02)
 
     def wait_task(
         self, task_id: str, predicate: Callable[[ExecutorTask], bool], timeout: float = 10.0
@@ -132,6 +144,9 @@ class RunserviceStandIn(JsonApp):
             seconds = -1.0
         if not 0 <= seconds <= MAX_WAIT:
             raise BadRequestError(f"wait is a number of seconds from 0 to {MAX_WAIT}, not {wait!r}")
+        if after == self.changes.version(executor_id):
+            with self.lock:
+                self.caught_up[executor_id] = self.caught_up.get(executor_id, 0) + 1
         if after and seconds > 0:
             await self.changes.wait(executor_id, after, seconds)
         version = self.changes.version(executor_id)

@@ -294,7 +294,8 @@ def _killed_and_deleted_executor_fails_its_task(runservice: Service, tmp_path: P
         current = get_run(client, run.id)
         task = current.tasks[0]
         running = task.step_states and task.step_states[0].phase is ExecutorTaskPhase.RUNNING
-        return current if task.status is TaskStatus.RUNNING and running else None
+        started = step_pid.exists() and step_pid.read_text().strip()  # the command itself runs
+        return current if task.status is TaskStatus.RUNNING and running and started else None
 
     wait_for("the first step to run", step_running)
     executor.process.send_signal(signal.SIGKILL)

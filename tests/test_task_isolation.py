@@ -357,8 +357,7 @@ def test_each_task_holds_a_uid_of_its_own_until_it_is_removed(
     assert sorted(uids.values()) == list(two)
 
     runservice.add_task(make_task("t3", [run("id -u")]))
-    reports = runservice.executor_report_count()
-    wait_until(lambda: runservice.executor_report_count() >= reports + 5, "five more executor reports")
+    runservice.wait_caught_up(EXECUTOR_ID, polls=3)  # it saw the latest tasks, and waits on
     assert runservice.task("t3").phase is NOTSTARTED  # both uids are held: t1 and t2 still have folders
 
     runservice.remove_task("t1")  # fetched: its folder goes, and its uid is free again
@@ -430,8 +429,7 @@ def test_an_executor_that_is_not_root_runs_one_task_at_a_time(
     assert (executor.isolation.own_users, executor.active_tasks_limit) == (False, 1)
     assert any("one task at a time (not 2)" in record.getMessage() for record in caplog.records)
     runservice.wait_task("t1", step_running)
-    reports = runservice.executor_report_count()
-    wait_until(lambda: runservice.executor_report_count() >= reports + 3, "three more executor reports")
+    runservice.wait_caught_up(EXECUTOR_ID, polls=3)  # it saw the latest tasks, and waits on
     assert runservice.task("t2").phase is NOTSTARTED
     assert runservice.executors[EXECUTOR_ID].active_tasks_limit == 1
     (task_root(data, "t1") / "workspace" / "go").touch()

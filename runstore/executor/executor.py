@@ -198,6 +198,7 @@ class Executor:
         self._version = ""  # the version of the assigned tasks last received
         self._copies: dict[str, ExecutorTask] = {}  # the runservice's copies of the tasks, as last received
         self._polling = threading.Event()  # set while the loop waits in a long poll
+        self._leftovers = False  # a task no longer assigned still has processes or a folder here
         self._runners_lock = threading.Lock()  # guards changes of _runners, and stop()'s reads
         self._stopping = threading.Event()
         self._state_lock = threading.Lock()  # guards _started and _stopped
@@ -330,15 +331,20 @@ class Executor:
                     log.warning("executor %s: task %s: %s", self.id, task.id, exc)
             self._remove_unassigned(assigned)
 
-    def _behind(self) -> bool:
-        """Whether the runservice's copy of a task it has unfinished differs from its status here."""
-        return any(
-            not copy.phase.finished
-            and (runner := self._runners.get(task_id)) is not None
-            and runner.undelivered
-            and status_of(copy) != runner.status
-            for task_id, copy in self._copies.items()
-        )
+    def _pending(self) -> bool:
+        """Whether work waits here rather than on the runservice: a status it lacks (the runservice's
+        copy of a task it has unfinished differs from what runs here), a task not started for want
+        of a slot or uid, or the processes or folder of a task no longer assigned."""
+        if self._leftovers:
+            return True
+        for task_id, copy in self._copies.items():
+            runner = self._runners.get(task_id)
+            if runner is None:
+                if copy.phase is ExecutorTaskPhase.NOTSTARTED:
+                    return True
+            elif not copy.phase.finished and runner.undelivered and status_of(copy) != runner.status:
+                return True
+        return False
 
     def _handle(self, task: ExecutorTask) -> None:
         runner = self._runners.get(task.id)
@@ -401,11 +407,13 @@ class Executor:
             local.update(entry.name for entry in self.tasks_dir.iterdir() if entry.is_dir())
         except OSError as exc:
             log.warning("executor %s: cannot list %s: %s", self.id, self.tasks_dir, exc)
+        self._leftovers = False
         for task_id in sorted(local - assigned.keys()):
             runner = self._runners.get(task_id)
             if runner is not None and runner.alive:
                 if runner.withdraw(UNASSIGNED):
                     log.warning("executor %s: task %s: %s; stopping it", self.id, task_id, UNASSIGNED)
+                self._leftovers = True
                 continue
             with self._runners_lock:
                 self._runners.pop(task_id, None)
@@ -418,15 +426,15 @@ class Executor:
                     log.info("executor %s: removed the folder of task %s", self.id, task_id)
             except OSError as exc:
                 log.warning("executor %s: cannot remove %s: %s", self.id, folder, exc)
+                self._leftovers = True
                 continue
             if self._users is not None:
                 self._users.release(task_id)
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            # Behind: the runservice's copy of a task differs from what runs here, so ask again
-            # after ``interval`` (sooner if the tasks change), resending what differs.
-            wait = self.interval if self._behind() else POLL_WAIT
+            # Work pending here: ask again after ``interval`` (sooner if the tasks change).
+            wait = min(self.interval, POLL_WAIT) if self._pending() else POLL_WAIT
             try:
                 self.run_once(wait)
             except ServiceError as exc:
