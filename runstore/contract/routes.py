@@ -1,6 +1,6 @@
 """The HTTP routes of the runservice and of the executor, each declared once.
 
-A server matches requests against its table (``http.server.rules_of``); its client, and
+A server matches requests against its table (``http.server.routing.rules_of``); its client, and
 the tests, build every path from the same :class:`Route` (:meth:`Route.path`), so no
 module writes a URL path by hand. In a table, a route's attribute name is the name of
 the server's handler for it.

@@ -156,7 +156,7 @@ class RunService:
         loops and the collector (if ``collect_interval`` is set) in threads of their own too
         (without, the caller drives the units, as the tests do)."""
         self.lease.acquire(wait=wait_for_lease)
-        self.load()
+        self._attempts.attempt("reading the store's state", self.load)  # failing, memory fills as it reads
         self._stop.clear()
         targets = [("lease", self._renew)]
         if loops:
