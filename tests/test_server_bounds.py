@@ -11,10 +11,10 @@ has the attacks.
 from __future__ import annotations
 
 import contextlib
+import gc
 import http.client
 import io
 import json
-import gc
 import os
 import selectors
 import socket
