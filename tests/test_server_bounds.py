@@ -299,6 +299,20 @@ def test_stop_closes_a_server_never_started() -> None:
         socket.create_connection(address(server.url), timeout=5).close()
 
 
+def test_answers_are_sent_without_waiting_for_the_clients_acks() -> None:
+    """Nagle's algorithm is off on the server's side of each connection, or an answer's second
+    write would wait for the client's delayed ACK (40 ms a request)."""
+    server = ServerThread(App()).start()
+    try:
+        with socket.create_connection(address(server.url), timeout=5) as client:
+            client.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert client.recv(1 << 16).startswith(b"HTTP/1.1 200")
+            (connection,) = server._listener.connections.values()
+            assert connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        server.stop()
+
+
 # -- streamed answers ---------------------------------------------------------------------
 
 
