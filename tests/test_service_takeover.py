@@ -32,7 +32,7 @@ from tests.test_service_processes import (
 )
 from tests.waiting import wait_for
 
-LEASE_TTL = 3.0
+LEASE_TTL = 1.5
 ECHO = RunConfig([TaskConfig("echo", [Step(StepKind.RUN, command="echo hello")])])
 
 
@@ -104,7 +104,7 @@ def test_a_standby_takes_over_within_the_lease_and_the_executor_follows(store: S
 
 def test_a_runservice_restart_does_not_fail_the_tasks_of_live_executors(store: Store, tmp_path: Path) -> None:
     port = free_port()
-    first = start(*runservice_command(store, port, "--executor-timeout", "3")[2:])
+    first = start(*runservice_command(store, port, "--executor-timeout", "2")[2:])
     executor = start_executor(first, tmp_path / "executor")
     client = RunServiceClient(first.url, token=CLIENT_TOKEN)
     release = tmp_path / "release"
@@ -115,8 +115,8 @@ def test_a_runservice_restart_does_not_fail_the_tasks_of_live_executors(store: S
         run = create_run(client, config)
         wait_for("the task to run", lambda: client.get_run(run.id).tasks[0].status is TaskStatus.RUNNING)
         first.stop()  # SIGTERM: the lease is handed over at once
-        second = start(*runservice_command(store, port, "--executor-timeout", "3")[2:])
-        time.sleep(4.0)  # past the executor timeout: the executor polls the new runservice meanwhile
+        second = start(*runservice_command(store, port, "--executor-timeout", "2")[2:])
+        time.sleep(2.5)  # past the executor timeout: the executor polls the new runservice meanwhile
         release.touch()
         finished = wait_finished(client, run.id)
         assert (finished.result, finished.tasks[0].error) == (RunResult.SUCCESS, "")
