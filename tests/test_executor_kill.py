@@ -268,10 +268,12 @@ def test_stop_kills_the_step_processes_at_once_while_the_runservice_hangs(
         executor.start()
         family.started()
         runservice.hang.set()
+        runservice.changes.bump(EXECUTOR_ID)  # ends the long poll under way: the next one hangs
         assert runservice.hanging.wait(10.0), "the executor's loop did not ask for its tasks"
         stopper.start()  # the loop waits for the runservice: stop() must not wait for it first
         family.wait_gone()
-        assert stopper.is_alive()  # still waiting for the loop
+        stopper.join(10.0)
+        assert not stopper.is_alive()  # nor at all: a loop waiting on a poll holds nothing
     finally:
         runservice.release.set()
         if stopper.ident is not None:
