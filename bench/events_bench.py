@@ -15,7 +15,7 @@ every request, as a far endpoint does, and counts the requests by kind (GET, HEA
 DELETE, POST, and LIST: a GET of the bucket that lists). The figures:
 
 1. **idle, 0 executors**: S3 requests a second of a runservice nobody talks to, over a
-   window (20 s; quick 5 s) after it settled; target at most 0.5/s and no LIST.
+   window (20 s; quick 3 s) after it settled; target at most 0.5/s and no LIST.
 2. **idle, N executor-like clients**: threads that behave as idle executors do (register
    with ``put_executor``, then long-poll ``executor_tasks(id, after=version, wait=25)`` in a
    loop, registering again on a 404; against a runservice that answers at once, without a
@@ -111,7 +111,7 @@ class Plan:
 
 TASKS_PER_RUN = 10
 FULL = Plan(idle_window=20, settle=5, clients=(10, 50), chain=10, runs=20, run_timeout=150)
-QUICK = Plan(idle_window=5, settle=2, clients=(2, 5), chain=3, runs=2, run_timeout=60)
+QUICK = Plan(idle_window=3, settle=1, clients=(2, 5), chain=3, runs=2, run_timeout=60)
 
 
 # -- processes ------------------------------------------------------------------------
