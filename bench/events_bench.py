@@ -75,7 +75,7 @@ for folder in (REPO_ROOT, REPO_ROOT / "bench"):
         sys.path.insert(0, str(folder))
 
 from counting_proxy import CountingProxy  # noqa: E402
-from objstore_bench import Row  # noqa: E402
+from objstore_bench import Row, print_columns  # noqa: E402
 
 from runstore.contract.clients import RunServiceClient  # noqa: E402
 from runstore.contract.errors import ErrorKind, RemoteServiceError, ServiceError  # noqa: E402
@@ -716,18 +716,7 @@ def log_findings(bench: Bench) -> list[str]:
 
 def print_rows(rows: list[Row]) -> None:
     header = ("measurement", "figure", "detail", "target", "result")
-    lines = [(r.name, r.ours, r.baseline, r.target or "-", r.status) for r in rows]
-    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
-    rule = "  ".join("-" * width for width in widths)
-    print()
-    for line in [header, None, *lines, None]:
-        if line is None:
-            print(rule)
-        else:
-            print("  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip())
-    missed = [r.name for r in rows if r.passed is False]
-    met = sum(r.passed is True for r in rows)
-    print(f"{met} targets met, {len(missed)} missed" + (f": {'; '.join(missed)}" if missed else ""))
+    print_columns(header, [(r.name, r.ours, r.baseline, r.target or "-", r.status) for r in rows], rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -238,6 +238,12 @@ def print_table(rows: list[Row], legend: str = LEGEND) -> None:
         )
         for r in rows
     ]
+    print_columns(header, lines, rows)
+    print(legend)
+
+
+def print_columns(header: tuple[str, ...], lines: list[tuple[str, ...]], rows: list[Row]) -> None:
+    """``lines`` under ``header`` in aligned columns, then how many of ``rows``' targets were met."""
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
     rule = "  ".join("-" * width for width in widths)
     print()
@@ -249,7 +255,6 @@ def print_table(rows: list[Row], legend: str = LEGEND) -> None:
     missed = [r.name for r in rows if r.passed is False]
     met = sum(r.passed is True for r in rows)
     print(f"{met} targets met, {len(missed)} missed" + (f": {'; '.join(missed)}" if missed else ""))
-    print(legend)
 
 
 # -- posix: objects ----------------------------------------------------------------
