@@ -71,7 +71,7 @@ class Executors:
         """The tasks assigned to a registered executor and their version; if that version is
         ``after``, once it changes or ``wait`` seconds (at most :attr:`max_wait`) passed,
         holding no thread meanwhile. Memory alone answers it: no store request."""
-        self.tasks_of(executor_id)  # NotExistError if not registered
+        self._check_registered(executor_id)
         self.liveness.heard(executor_id)
         if after and wait > 0:
             await self.changes.wait(executor_id, after, min(wait, self.max_wait))
@@ -106,10 +106,13 @@ class Executors:
             self._wake()
         return executor
 
-    def tasks_of(self, executor_id: str) -> list[ExecutorTask]:
-        """The executor tasks assigned to a registered executor."""
+    def _check_registered(self, executor_id: str) -> None:
         if not self._state.executors.exists(executor_id):
             raise NotExistError(f"executor {executor_id!r} is not registered")
+
+    def tasks_of(self, executor_id: str) -> list[ExecutorTask]:
+        """The executor tasks assigned to a registered executor."""
+        self._check_registered(executor_id)
         return self.assigned(executor_id)
 
     def assigned(self, executor_id: str) -> list[ExecutorTask]:
